@@ -1,0 +1,50 @@
+"""Per-user sliding-window rate limiting: the interface and its status record.
+
+Two backends share these exact semantics: :mod:`.redis` (one atomic Lua script per
+decision, Redis server time, many decisions per round trip) and :mod:`.memory`
+(the in-process twin used by the embedded mode and unit tests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class LimitStatus:
+    """What ``GET /ratelimit/<user_id>`` reports."""
+
+    user_id: str
+    limit: int
+    window_s: float
+    used: int
+    remaining: int
+    reset_in_s: float
+
+
+class Limiter(Protocol):
+    """Decides whether a user may receive one more notification now."""
+
+    limit: int
+    window_s: float
+
+    async def acquire_many(self, requests: Sequence[tuple[str, str]]) -> list[bool]:
+        """Decide ``(user_id, message_id)`` requests in order; True means allowed.
+
+        A request whose message id already holds a slot in the user's window is
+        allowed again without taking a second slot (re-reads after a crash are
+        idempotent). Raises BackendError when the store cannot be reached.
+        """
+        ...
+
+    async def status(self, user_id: str) -> LimitStatus: ...
+
+    async def reset(self, user_id: str) -> None: ...
+
+    async def check(self) -> None:
+        """Raise BackendError unless the store answers (health probe)."""
+        ...
+
+    async def aclose(self) -> None: ...

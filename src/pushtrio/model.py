@@ -1,0 +1,243 @@
+"""Notifications and outcomes: the message contract, its parsing and validation.
+
+No I/O here. :func:`parse_notification` turns the bytes of one Kafka record (or
+one ``POST /send`` body) into a :class:`Notification` or raises
+:class:`~pushtrio.errors.InvalidNotification` naming the reason and the field.
+
+Types are strict: a string is never taken for a number or a timestamp, a number
+never for a string. The size limits below are the only ones; README documents them.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from .errors import InvalidNotification, NotificationTooLarge
+
+MAX_RECORD_BYTES = 64 * 1024
+"""Largest accepted record or request body, in bytes."""
+MAX_ID_CHARS = 128
+MAX_USER_ID_CHARS = 128
+MAX_TYPE_CHARS = 64
+MAX_TITLE_CHARS = 256
+MAX_BODY_CHARS = 4096
+MAX_DATA_BYTES = 8 * 1024
+"""Largest ``data`` object, measured as compact JSON."""
+
+PROVIDERS = ("fcm", "apns", "firebase")
+USER_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:@\-]{1,128}")
+
+
+class OutcomeKind(enum.StrEnum):
+    """What finally happened to one notification; exactly one per message."""
+
+    DELIVERED = "delivered"
+    RATE_LIMITED = "rate_limited"
+    EXPIRED = "expired"
+    DUPLICATE = "duplicate"
+    FAILED = "failed"
+    INVALID = "invalid"
+
+    @property
+    def dead_letter(self) -> bool:
+        """Whether this outcome is written to the dead-letter topic."""
+        return self in (OutcomeKind.FAILED, OutcomeKind.INVALID)
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    id: str
+    user_id: str
+    type: str = "push"
+    title: str = ""
+    body: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+    priority: int = 1
+    created_at: datetime | None = None
+    expires_at: datetime | None = None
+    provider: str = ""
+
+    def is_expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
+
+    def to_json(self) -> bytes:
+        document: dict[str, Any] = {
+            "id": self.id,
+            "user_id": self.user_id,
+            "type": self.type,
+            "title": self.title,
+            "body": self.body,
+            "data": self.data,
+            "priority": self.priority,
+            "provider": self.provider,
+        }
+        if self.created_at is not None:
+            document["created_at"] = format_time(self.created_at)
+        if self.expires_at is not None:
+            document["expires_at"] = format_time(self.expires_at)
+        return orjson.dumps(document)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The single result of processing one record, published as a live event."""
+
+    event: OutcomeKind
+    id: str
+    user_id: str = ""
+    provider: str = ""
+    priority: int = 1
+    attempts: int = 0
+    latency_ms: float = 0.0
+    error: str = ""
+    ts: float = 0.0
+    partition: int = -1
+    offset: int = -1
+
+    def to_event(self) -> dict[str, Any]:
+        return {
+            "event": self.event.value,
+            "id": self.id,
+            "user_id": self.user_id,
+            "provider": self.provider,
+            "priority": self.priority,
+            "attempts": self.attempts,
+            "latency_ms": round(self.latency_ms, 3),
+            "error": self.error or None,
+            "ts": self.ts,
+        }
+
+
+def format_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def fallback_id(topic: str, partition: int, offset: int) -> str:
+    """A stable id for a record that carries none: the same record, the same id."""
+    digest = hashlib.blake2b(f"{topic}/{partition}/{offset}".encode(), digest_size=12)
+    return "k-" + digest.hexdigest()
+
+
+def provider_for(user_id: str) -> str:
+    """The provider a user is routed to when the message names none (stable)."""
+    digest = hashlib.blake2b(user_id.encode(), digest_size=4).digest()
+    return PROVIDERS[int.from_bytes(digest, "big") % len(PROVIDERS)]
+
+
+def _string(document: dict[str, Any], name: str, limit: int, default: str = "") -> str:
+    value = document.get(name, default)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise InvalidNotification(f"{name} must be a string", name)
+    if len(value) > limit:
+        raise NotificationTooLarge(f"{name} is longer than {limit} characters", name)
+    return value
+
+
+def _time(document: dict[str, Any], name: str) -> datetime | None:
+    value = document.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidNotification(f"{name} must be an RFC 3339 string", name)
+    if not re.fullmatch(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)", value):
+        raise InvalidNotification(f"{name} must be an RFC 3339 timestamp with a zone", name)
+    try:
+        return datetime.fromisoformat(value.replace("z", "Z"))
+    except ValueError:
+        raise InvalidNotification(f"{name} is not a valid date and time", name) from None
+
+
+def _priority(document: dict[str, Any]) -> int:
+    value = document.get("priority", 1)
+    if value is None:
+        return 1
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidNotification("priority must be an integer from 0 to 3", "priority")
+    if not 0 <= value <= 3:
+        raise InvalidNotification("priority must be from 0 to 3", "priority")
+    return value
+
+
+def validate_document(document: object, *, default_id: str | None = None) -> Notification:
+    """Check one decoded JSON value against the message contract."""
+    if not isinstance(document, dict):
+        raise InvalidNotification("a notification must be a JSON object")
+    user_id = document.get("user_id")
+    if user_id is None:
+        raise InvalidNotification("user_id is required", "user_id")
+    if not isinstance(user_id, str):
+        raise InvalidNotification("user_id must be a string", "user_id")
+    if not USER_ID_PATTERN.fullmatch(user_id):
+        raise InvalidNotification(
+            "user_id must be 1-128 letters, digits or _.:@-", "user_id"
+        )
+    message_id = _string(document, "id", MAX_ID_CHARS) or default_id
+    if not message_id:
+        raise InvalidNotification("id is required here", "id")
+    title = _string(document, "title", MAX_TITLE_CHARS)
+    body = _string(document, "body", MAX_BODY_CHARS)
+    if not title and not body:
+        raise InvalidNotification("title or body is required", "title")
+    data = document.get("data", {})
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise InvalidNotification("data must be an object", "data")
+    if data and len(orjson.dumps(data)) > MAX_DATA_BYTES:
+        raise NotificationTooLarge(f"data is larger than {MAX_DATA_BYTES} bytes", "data")
+    provider = _string(document, "provider", 16)
+    if provider and provider not in PROVIDERS:
+        raise InvalidNotification(f"provider must be one of {', '.join(PROVIDERS)}", "provider")
+    return Notification(
+        id=message_id,
+        user_id=user_id,
+        type=_string(document, "type", MAX_TYPE_CHARS, "push") or "push",
+        title=title,
+        body=body,
+        data=data,
+        priority=_priority(document),
+        created_at=_time(document, "created_at"),
+        expires_at=_time(document, "expires_at"),
+        provider=provider or provider_for(user_id),
+    )
+
+
+def parse_notification(raw: bytes | None, *, default_id: str | None = None) -> Notification:
+    """Decode and validate one record value.
+
+    ``default_id`` is used when the message has no ``id`` (see :func:`fallback_id`).
+    Raises InvalidNotification (or NotificationTooLarge) with the reason and field.
+    """
+    if raw is None:
+        raise InvalidNotification("empty record")
+    if len(raw) > MAX_RECORD_BYTES:
+        raise NotificationTooLarge(f"record is larger than {MAX_RECORD_BYTES} bytes")
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidNotification(f"not valid JSON: {exc}") from None
+    return validate_document(document, default_id=default_id)
+
+
+def peek_user_id(raw: bytes | None) -> str:
+    """Best-effort user id of a record that failed validation (for the event feed)."""
+    if not raw or len(raw) > MAX_RECORD_BYTES:
+        return ""
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return ""
+    if isinstance(document, dict):
+        value = document.get("user_id")
+        if isinstance(value, str) and len(value) <= MAX_USER_ID_CHARS:
+            return value
+    return ""

@@ -1,0 +1,67 @@
+"""Shared fixtures.
+
+Integration tests need the real Redis and Kafka that ``scripts/services.sh start``
+runs on loopback; ``scripts/test.sh`` exports their addresses as
+PUSHTRIO_TEST_REDIS and PUSHTRIO_TEST_KAFKA. Without them those tests are skipped,
+unless PUSHTRIO_REQUIRE_SERVICES is set (the test command sets it), where a missing
+service is an error.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+
+def _service(variable: str) -> str:
+    value = os.environ.get(variable, "")
+    if not value:
+        if os.environ.get("PUSHTRIO_REQUIRE_SERVICES"):
+            pytest.fail(f"{variable} is not set: start the services with scripts/services.sh")
+        pytest.skip(f"{variable} not set (run scripts/test.sh for integration tests)")
+    return value
+
+
+@pytest.fixture
+def redis_addr() -> Iterator[str]:
+    """host:port of the real test Redis; its database 0 is flushed before each test."""
+    import redis
+
+    addr = _service("PUSHTRIO_TEST_REDIS")
+    host, port = addr.rsplit(":", 1)
+    client = redis.Redis(host=host, port=int(port), socket_timeout=5)
+    client.flushdb()
+    client.close()
+    yield addr
+
+
+@pytest.fixture
+def kafka_bootstrap() -> str:
+    """host:port of the real test Kafka broker."""
+    return _service("PUSHTRIO_TEST_KAFKA")
+
+
+@pytest.fixture
+def new_topic(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
+    """Factory: ``new_topic(partitions=1)`` creates a fresh, uniquely named topic."""
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="pushtrio-tests")
+    created: list[str] = []
+
+    def create(partitions: int = 1, prefix: str = "t") -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:12]}"
+        admin.create_topics(
+            {name: {"num_partitions": partitions, "replication_factor": 1}},
+            wait_for_metadata=True,
+        )
+        created.append(name)
+        return name
+
+    yield create
+    if created:
+        admin.delete_topics(created)
+    admin.close()
