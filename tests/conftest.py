@@ -16,6 +16,16 @@ from collections.abc import Callable, Iterator
 import pytest
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # kafka-python 3.0 loads its protocol schemas with importlib.resources.read_text,
+    # deprecated on Python 3.11/3.12 (undeprecated in 3.13): every `import kafka`
+    # warns, which filterwarnings = "error" would turn into a failure. Added here,
+    # after the ini's own filters, so it takes precedence over "error".
+    config.addinivalue_line(
+        "filterwarnings", "ignore:(read|open)_text is deprecated:DeprecationWarning"
+    )
+
+
 def _service(variable: str) -> str:
     value = os.environ.get(variable, "")
     if not value:

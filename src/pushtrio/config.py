@@ -153,7 +153,9 @@ def _brokers(env: Mapping[str, str]) -> tuple[str, ...]:
         return (MEMORY_URL,)
     for broker in brokers:
         if not re.fullmatch(r"[A-Za-z0-9_.\-\[\]:]+:\d{1,5}", broker):
-            raise ConfigError("KAFKA_BROKERS", raw, "expected host:port[,host:port...] or memory://")
+            raise ConfigError(
+                "KAFKA_BROKERS", raw, "expected host:port[,host:port...] or memory://"
+            )
     return brokers
 
 

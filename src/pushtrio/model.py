@@ -177,9 +177,7 @@ def validate_document(document: object, *, default_id: str | None = None) -> Not
     if not isinstance(user_id, str):
         raise InvalidNotification("user_id must be a string", "user_id")
     if not USER_ID_PATTERN.fullmatch(user_id):
-        raise InvalidNotification(
-            "user_id must be 1-128 letters, digits or _.:@-", "user_id"
-        )
+        raise InvalidNotification("user_id must be 1-128 letters, digits or _.:@-", "user_id")
     message_id = _string(document, "id", MAX_ID_CHARS) or default_id
     if not message_id:
         raise InvalidNotification("id is required here", "id")

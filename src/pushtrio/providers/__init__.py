@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from ..model import Notification
+from .mock import FAILURE_MIX, MockProvider, ProviderStats, build_providers, provider_seed
 
 
 class Provider(Protocol):
@@ -17,3 +18,29 @@ class Provider(Protocol):
     name: str
 
     async def send(self, notification: Notification, attempt: int) -> None: ...
+
+
+@runtime_checkable
+class ReportsStats(Protocol):
+    """A provider that keeps counters and a health flag (the mock providers do)."""
+
+    def stats(self) -> ProviderStats: ...
+
+
+def provider_stats(provider: Provider) -> ProviderStats:
+    """Counters of ``provider``; zeros and healthy for one that keeps none."""
+    if isinstance(provider, ReportsStats):
+        return provider.stats()
+    return ProviderStats(name=provider.name)
+
+
+__all__ = [
+    "FAILURE_MIX",
+    "MockProvider",
+    "Provider",
+    "ProviderStats",
+    "ReportsStats",
+    "build_providers",
+    "provider_seed",
+    "provider_stats",
+]

@@ -1,0 +1,30 @@
+"""The HTTP and WebSocket face of the service (Quart-Trio served by Hypercorn).
+
+The web layer never imports the pipeline or the sources: the service hands it an
+:class:`AppHandles` with everything it may touch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import Settings
+from ..events import EventHub
+from ..limiter import Limiter
+from ..metrics import Metrics
+from ..source import Publisher
+
+
+@dataclass(frozen=True, slots=True)
+class AppHandles:
+    """What the app may use: read-only figures, the feed, the limiter, the producer."""
+
+    settings: Settings
+    metrics: Metrics
+    hub: EventHub
+    limiter: Limiter
+    publisher: Publisher
+    health: Callable[[], Awaitable[dict[str, Any]]]
+    """Returns the /health document; its ``status`` is ok, degraded or down."""

@@ -1,0 +1,79 @@
+"""Choose and build the backends the settings ask for (Kafka or embedded, Redis or embedded)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from .config import Settings
+from .dedup import DedupStore, MemoryDedup, RedisDedup
+from .limiter import Limiter
+from .limiter.memory import MemoryLimiter
+from .limiter.redis import RedisLimiter
+from .redis_client import open_redis
+from .source import Publisher, Source
+from .source.kafka import KafkaPublisher, KafkaSource
+from .source.memory import MemoryBroker, MemorySource
+
+
+@dataclass(frozen=True, slots=True)
+class Backends:
+    source: Source
+    publisher: Publisher
+    limiter: Limiter
+    dedup: DedupStore
+
+    def describe(self, settings: Settings) -> str:
+        queue = (
+            "embedded queue"
+            if settings.kafka_embedded
+            else f"Kafka {','.join(settings.kafka_brokers)} topic={settings.kafka_topic} "
+            f"group={settings.consumer_group}"
+        )
+        store = (
+            "embedded limiter and dedup"
+            if settings.redis_embedded
+            else f"Redis {settings.redis_addr}"
+        )
+        return f"{queue}; {store}"
+
+
+@asynccontextmanager
+async def open_backends(settings: Settings) -> AsyncIterator[Backends]:
+    """Build the backends; close the publisher and Redis connections on exit.
+
+    Nothing connects here: connection failures surface from the first call.
+    """
+    source: Source
+    publisher: Publisher
+    if settings.kafka_embedded:
+        broker = MemoryBroker()
+        source = MemorySource(broker, settings.kafka_topic, max_queue_size=settings.max_queue_size)
+        publisher = broker
+    else:
+        source = KafkaSource(
+            settings.kafka_brokers,
+            settings.kafka_topic,
+            settings.consumer_group,
+            max_queue_size=settings.max_queue_size,
+        )
+        publisher = KafkaPublisher(settings.kafka_brokers, timeout_s=10.0)
+    try:
+        if settings.redis_embedded:
+            limiter: Limiter = MemoryLimiter(
+                settings.rate_limit_per_user, settings.rate_limit_window_s
+            )
+            yield Backends(source, publisher, limiter, MemoryDedup(settings.dedup_ttl_s))
+        else:
+            async with open_redis(settings) as client:
+                yield Backends(
+                    source,
+                    publisher,
+                    RedisLimiter(
+                        client, settings.rate_limit_per_user, settings.rate_limit_window_s
+                    ),
+                    RedisDedup(client, settings.dedup_ttl_s),
+                )
+    finally:
+        await publisher.aclose()

@@ -1,0 +1,160 @@
+"""Command line: argument parsing only; the work is done by the service and the producer."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+
+import trio
+
+from . import __version__
+from .config import Settings, load_settings
+from .errors import BackendError, ConfigError
+
+log = logging.getLogger("pushtrio")
+
+
+class _JsonFormatter(logging.Formatter):
+    """One JSON object per line: structured logs a collector can parse."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        document = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            document["exc"] = self.formatException(record.exc_info)
+        return json.dumps(document)
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    name = "WARNING" if level == "warn" else level.upper()
+    logging.getLogger("pushtrio").setLevel(name)
+
+
+async def _watch_signals(stop: trio.Event) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            if stop.is_set():
+                log.warning("second signal: exiting at once")
+                os._exit(128 + signum)
+            log.info("received %s: shutting down", signal.Signals(signum).name)
+            stop.set()
+
+
+async def _serve(settings: Settings) -> None:
+    from .service import Service
+
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_watch_signals, stop)
+        await Service(settings).serve(stop)
+        nursery.cancel_scope.cancel()
+
+
+def _cmd_serve(settings: Settings, _: argparse.Namespace) -> int:
+    setup_logging(settings.log_level)
+    try:
+        trio.run(_serve, settings)
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    except BackendError as exc:
+        log.error("stopped: %s", exc)
+        return 1
+    return 0
+
+
+def _cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
+    from .produce import ProduceOptions, run_produce
+
+    setup_logging(settings.log_level)
+    options = ProduceOptions(
+        count=args.count,
+        users=args.users,
+        invalid_share=args.invalid,
+        expired_share=args.expired,
+        duplicate_share=args.duplicates,
+        rate=args.rate,
+        topic=args.topic or settings.kafka_topic,
+        file=args.file,
+        prefix=args.id_prefix or f"gen-{int(time.time())}",
+        progress=not args.quiet,
+    )
+    try:
+        written = run_produce(settings, options)
+    except BackendError as exc:
+        print(f"pushtrio produce: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"pushtrio produce: {exc}", file=sys.stderr)
+        return 2
+    if not args.quiet:
+        print(f"wrote {written} records to {options.topic}")
+    return 0
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("expected a share from 0 to 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pushtrio",
+        description="Push-notification delivery on Trio. Configuration comes from the "
+        "environment (see README); KAFKA_BROKERS and REDIS_ADDR default to embedded backends.",
+    )
+    parser.add_argument("--version", action="version", version=f"pushtrio {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser("serve", help="run the service")
+    serve.set_defaults(run=_cmd_serve)
+    produce = commands.add_parser(
+        "produce", help="write generated (or given) notifications to the Kafka topic"
+    )
+    produce.add_argument("-n", "--count", type=int, default=1000, help="records to write")
+    produce.add_argument("--users", type=int, default=100, help="distinct user ids")
+    produce.add_argument("--invalid", type=_share, default=0.0, help="share of invalid records")
+    produce.add_argument("--expired", type=_share, default=0.0, help="share of expired records")
+    produce.add_argument(
+        "--duplicates", type=_share, default=0.0, help="share of records repeating an earlier id"
+    )
+    produce.add_argument("--rate", type=float, default=0.0, help="records per second (0: flat out)")
+    produce.add_argument("--topic", default="", help="topic (default: KAFKA_TOPIC)")
+    produce.add_argument("--id-prefix", default="", help="prefix of generated ids")
+    produce.add_argument(
+        "--file", default="", help="write the JSON lines of this file ('-': stdin) instead"
+    )
+    produce.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    produce.set_defaults(run=_cmd_produce)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"pushtrio: invalid setting {exc}", file=sys.stderr)
+        return 2
+    status: int = args.run(settings, args)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,328 @@
+"""Counters, gauges and delivery latency: the figures of ``/metrics``.
+
+:class:`Metrics` is the one place where the pipeline counts what happened. Workers
+call :meth:`Metrics.record_outcomes` on the hot path, so recording is plain integer
+arithmetic (about a microsecond per outcome); the costly work (sorting the latency
+window, building the Prometheus families) happens only when someone reads.
+
+Everything runs in the trio thread and no method awaits, so a read never sees
+half of a record: ``processed = delivered + failed + invalid + rate_limited +
+expired + duplicate`` holds at every read.
+
+The web layer only needs the read side, :class:`MetricsView`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from bisect import bisect_left
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Final, Protocol
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from .model import Outcome, OutcomeKind
+
+__all__ = [
+    "LATENCY_BUCKETS_S",
+    "PROMETHEUS_CONTENT_TYPE",
+    "Metrics",
+    "MetricsView",
+]
+
+PROMETHEUS_CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+"""Content type of :meth:`Metrics.prometheus_text` (the classic text format that
+``generate_latest`` writes; newer prometheus-client names another as LATEST)."""
+
+LATENCY_BUCKETS_S: Final = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+"""Upper bounds (seconds) of the Prometheus latency histogram; +Inf is implied.
+They reach past PROVIDER_TIMEOUT because retries with backoff add up."""
+
+DEFAULT_LATENCY_WINDOW: Final = 10_000
+"""How many of the latest outcomes the percentiles are computed over."""
+
+_PERCENTILES: Final = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
+_BUCKET_BOUNDS_MS: Final = tuple(bound * 1000.0 for bound in LATENCY_BUCKETS_S)
+_DELIVERED: Final = OutcomeKind.DELIVERED
+_FAILED: Final = OutcomeKind.FAILED
+
+
+def _zero() -> int:
+    return 0
+
+
+class MetricsView(Protocol):
+    """What the web layer may do with the metrics: read them."""
+
+    def snapshot(self) -> dict[str, Any]: ...
+
+    def prometheus_text(self) -> bytes: ...
+
+
+class Metrics:
+    """Counters and latency of one service instance.
+
+    ``worker_count`` is reported as is (the service may update the attribute);
+    ``providers`` are listed with zero counts before their first outcome;
+    ``latency_window`` bounds the ring of latencies the percentiles read;
+    ``clock`` (seconds, monotonic) measures uptime from construction.
+
+    Not thread-safe: use it from the trio thread only (workers and web handlers).
+    Each instance has its own Prometheus registry, so instances never clash.
+    """
+
+    def __init__(
+        self,
+        *,
+        worker_count: int = 0,
+        providers: Iterable[str] = (),
+        latency_window: int = DEFAULT_LATENCY_WINDOW,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if latency_window < 1:
+            raise ValueError(f"latency_window must be at least 1, not {latency_window}")
+        self.worker_count = worker_count
+        self.started_at = clock()
+        self._clock = clock
+        self._counts: dict[OutcomeKind, int] = dict.fromkeys(OutcomeKind, 0)
+        # provider -> [delivered, failed]; lists so the hot path mutates in place.
+        self._providers: dict[str, list[int]] = {name: [0, 0] for name in providers}
+        self._retries = 0
+        self._latencies_ms: deque[float] = deque(maxlen=latency_window)
+        # Per-bucket (not yet cumulative) counts; the last slot is +Inf.
+        self._bucket_counts = [0] * (len(_BUCKET_BOUNDS_MS) + 1)
+        self._latency_sum_ms = 0.0
+        self._queue_size: Callable[[], int] = _zero
+        self._in_flight: Callable[[], int] = _zero
+        self._consumer_lag: Callable[[], int] = _zero
+        self.registry = CollectorRegistry(auto_describe=False)
+        """This instance's own Prometheus registry (never the global one)."""
+        self.registry.register(_Collector(self))
+
+    # -- recording (hot path) -------------------------------------------------
+
+    def record_outcomes(self, outcomes: Iterable[Outcome]) -> None:
+        """Count each outcome: its kind, its provider, and its latency.
+
+        Synchronous and never awaits, so every read sees whole records. If the
+        iterable raises part-way, the outcomes already taken stay counted.
+        """
+        counts = self._counts
+        providers = self._providers
+        latencies = self._latencies_ms
+        buckets = self._bucket_counts
+        bounds = _BUCKET_BOUNDS_MS
+        latency_sum = 0.0
+        try:
+            for outcome in outcomes:
+                kind = outcome.event
+                counts[kind] += 1
+                provider = outcome.provider
+                if provider:
+                    per_provider = providers.get(provider)
+                    if per_provider is None:
+                        per_provider = providers[provider] = [0, 0]
+                    if kind is _DELIVERED:
+                        per_provider[0] += 1
+                    elif kind is _FAILED:
+                        per_provider[1] += 1
+                latency_ms = outcome.latency_ms
+                latencies.append(latency_ms)
+                buckets[bisect_left(bounds, latency_ms)] += 1
+                latency_sum += latency_ms
+        finally:
+            self._latency_sum_ms += latency_sum
+
+    def record_outcome(self, outcome: Outcome) -> None:
+        """Count one outcome (see :meth:`record_outcomes`)."""
+        self.record_outcomes((outcome,))
+
+    def add_retries(self, n: int = 1) -> None:
+        """Count ``n`` retried provider attempts; a negative ``n`` is a ValueError."""
+        if n < 0:
+            raise ValueError(f"retries cannot decrease (n={n})")
+        self._retries += n
+
+    def bind_gauges(
+        self,
+        *,
+        queue_size: Callable[[], int],
+        in_flight: Callable[[], int],
+        consumer_lag: Callable[[], int],
+    ) -> None:
+        """Register the callables that report the live gauges; each read calls them.
+
+        Until bound, the gauges read 0. Binding again replaces the callables. They
+        run inside :meth:`snapshot` and :meth:`prometheus_text`, so they must be
+        cheap and must not block; an exception from one propagates to the reader.
+        """
+        self._queue_size = queue_size
+        self._in_flight = in_flight
+        self._consumer_lag = consumer_lag
+
+    # -- reading ----------------------------------------------------------------
+
+    @property
+    def processed(self) -> int:
+        """All outcomes recorded: the sum of the per-kind counters."""
+        return sum(self._counts.values())
+
+    def count(self, kind: OutcomeKind) -> int:
+        """How many outcomes of ``kind`` were recorded."""
+        return self._counts[kind]
+
+    @property
+    def retried_attempts(self) -> int:
+        return self._retries
+
+    @property
+    def uptime_seconds(self) -> float:
+        return max(0.0, self._clock() - self.started_at)
+
+    def latency_percentiles_ms(self) -> dict[str, float]:
+        """p50, p95, p99 and max (nearest rank, ms) over the latency window.
+
+        All zero before the first outcome. Sorts the window: meant for reads,
+        not for the hot path.
+        """
+        ordered = sorted(self._latencies_ms)
+        if not ordered:
+            return {name: 0.0 for name, _ in _PERCENTILES} | {"max": 0.0}
+        n = len(ordered)
+        summary = {
+            name: round(ordered[max(0, math.ceil(q * n) - 1)], 3) for name, q in _PERCENTILES
+        }
+        summary["max"] = round(ordered[-1], 3)
+        return summary
+
+    def snapshot(self) -> dict[str, Any]:
+        """The JSON document of ``GET /metrics``.
+
+        Calls the bound gauge callables; their exceptions propagate.
+        """
+        counts = self._counts
+        return {
+            "processed_messages": self.processed,
+            "delivered_messages": counts[OutcomeKind.DELIVERED],
+            "failed_messages": counts[OutcomeKind.FAILED],
+            "invalid_messages": counts[OutcomeKind.INVALID],
+            "rate_limited_messages": counts[OutcomeKind.RATE_LIMITED],
+            "expired_messages": counts[OutcomeKind.EXPIRED],
+            "duplicate_messages": counts[OutcomeKind.DUPLICATE],
+            "retried_attempts": self._retries,
+            "queue_size": self._queue_size(),
+            "in_flight": self._in_flight(),
+            "worker_count": self.worker_count,
+            "consumer_lag": self._consumer_lag(),
+            "latency_ms": self.latency_percentiles_ms(),
+            "providers": {
+                name: {"delivered": delivered, "failed": failed}
+                for name, (delivered, failed) in sorted(self._providers.items())
+            },
+            "uptime_seconds": round(self.uptime_seconds, 3),
+        }
+
+    def prometheus_text(self) -> bytes:
+        """The same figures in the Prometheus text format (:data:`PROMETHEUS_CONTENT_TYPE`).
+
+        Calls the bound gauge callables; their exceptions propagate.
+        """
+        return generate_latest(self.registry)
+
+    def _histogram_buckets(self) -> tuple[list[tuple[str, float]], float]:
+        """Cumulative (le, count) pairs ending with +Inf, and the sum in seconds."""
+        cumulative: list[tuple[str, float]] = []
+        running = 0
+        for bound, n in zip((*LATENCY_BUCKETS_S, math.inf), self._bucket_counts, strict=True):
+            running += n
+            cumulative.append(("+Inf" if math.isinf(bound) else repr(bound), running))
+        return cumulative, self._latency_sum_ms / 1000.0
+
+
+class _Collector:
+    """Builds this instance's metric families on each scrape."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        # Read everything first, in one synchronous step, so a scrape is consistent.
+        metrics = self._metrics
+        snapshot = metrics.snapshot()
+        counts = {kind: metrics.count(kind) for kind in OutcomeKind}
+        buckets, latency_sum_s = metrics._histogram_buckets()
+
+        yield CounterMetricFamily(
+            "pushtrio_processed_messages",
+            "Messages that reached a final outcome.",
+            value=snapshot["processed_messages"],
+        )
+        outcomes = CounterMetricFamily(
+            "pushtrio_outcomes", "Messages by final outcome.", labels=["outcome"]
+        )
+        for kind, n in counts.items():
+            outcomes.add_metric([kind.value], n)
+        yield outcomes
+        yield CounterMetricFamily(
+            "pushtrio_retried_attempts",
+            "Provider attempts that were retries of a transient failure.",
+            value=snapshot["retried_attempts"],
+        )
+        per_provider = CounterMetricFamily(
+            "pushtrio_provider_outcomes",
+            "Deliveries and permanent failures per provider.",
+            labels=["provider", "outcome"],
+        )
+        for name, provider_counts in snapshot["providers"].items():
+            for outcome, n in provider_counts.items():
+                per_provider.add_metric([name, outcome], n)
+        yield per_provider
+
+        for name, documentation, value in (
+            ("pushtrio_queue_size", "Messages waiting for a worker.", snapshot["queue_size"]),
+            ("pushtrio_in_flight", "Messages being processed.", snapshot["in_flight"]),
+            ("pushtrio_consumer_lag", "Records not yet consumed.", snapshot["consumer_lag"]),
+            ("pushtrio_workers", "Worker tasks.", snapshot["worker_count"]),
+            ("pushtrio_uptime_seconds", "Seconds since start.", snapshot["uptime_seconds"]),
+        ):
+            yield GaugeMetricFamily(name, documentation, value=value)
+
+        yield HistogramMetricFamily(
+            "pushtrio_latency_seconds",
+            "Processing latency of each outcome.",
+            buckets=buckets,
+            sum_value=latency_sum_s,
+        )
+        window = GaugeMetricFamily(
+            "pushtrio_latency_window_seconds",
+            "Latency percentiles over the latest outcomes.",
+            labels=["quantile"],
+        )
+        for quantile, (name, _) in zip(("0.5", "0.95", "0.99"), _PERCENTILES, strict=True):
+            window.add_metric([quantile], snapshot["latency_ms"][name] / 1000.0)
+        window.add_metric(["1"], snapshot["latency_ms"]["max"] / 1000.0)
+        yield window

@@ -1,0 +1,284 @@
+"""The worker pipeline: every record in, exactly one outcome out.
+
+    batch_recv ──> workers (WORKER_COUNT) ──> deliveries (one task per message) ──┐
+                     │ decode + validate, expired?, duplicate?, rate limit         │
+                     └──── immediate outcomes ─────────────────────────> settle_recv ─> settler
+
+Workers take whole batches: one dedup look-up and one limiter round trip per batch.
+Each allowed notification is delivered in its own task (bounded by ``max_in_flight``)
+so a message waiting out a retry back-off never holds up the others. The settler
+takes outcomes in bulk: it records delivered ids for dedup, writes dead letters,
+counts, publishes live events and only then settles the records with the source,
+which lets their offsets be committed.
+
+A backend that is down (Redis, the dead-letter topic) stalls the affected stage with
+back-off instead of losing or wrongly passing messages; it resumes by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TypeVar
+
+import orjson
+import trio
+
+from .dedup import DedupStore
+from .delivery import deliver
+from .errors import BackendError, InvalidNotification
+from .events import EventHub
+from .limiter import Limiter
+from .metrics import Metrics
+from .model import Notification, Outcome, OutcomeKind, fallback_id, parse_notification, peek_user_id
+from .providers import Provider
+from .source import Batch, Headers, Publisher, Record
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Settled = list[tuple[Record, Outcome]]
+BACKOFF_MAX_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineOptions:
+    worker_count: int
+    max_in_flight: int
+    retry_attempts: int
+    retry_delay_s: float
+    provider_timeout_s: float
+    dlq_topic: str
+
+
+class Pipeline:
+    """Turns record batches into outcomes. Built by the service with its collaborators."""
+
+    def __init__(
+        self,
+        options: PipelineOptions,
+        *,
+        limiter: Limiter,
+        dedup: DedupStore,
+        providers: dict[str, Provider],
+        dead_letters: Publisher,
+        metrics: Metrics,
+        hub: EventHub,
+        settle: Callable[[Sequence[Record]], None],
+        taken: Callable[[int], None],
+    ) -> None:
+        self._options = options
+        self._limiter = limiter
+        self._dedup = dedup
+        self._providers = providers
+        self._dead_letters = dead_letters
+        self._metrics = metrics
+        self._hub = hub
+        self._settle = settle
+        self._taken = taken
+        self._slots = trio.Semaphore(options.max_in_flight)
+        self.backend_errors = 0
+        self.last_backend_error = ""
+
+    async def serve(
+        self,
+        batch_recv: trio.MemoryReceiveChannel[Batch],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run workers, deliveries and the settler until ``batch_recv`` is closed and drained.
+
+        Returns once every record taken has been settled. On cancellation the
+        unsettled records stay uncommitted and will be read again.
+        """
+        settle_send, settle_recv = trio.open_memory_channel[Settled](self._options.max_in_flight)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._run_settler, settle_recv)
+            async with settle_send, batch_recv, trio.open_nursery() as work:
+                for _ in range(self._options.worker_count):
+                    work.start_soon(self._run_worker, batch_recv.clone(), settle_send, work)
+                task_status.started()
+
+    async def _run_worker(
+        self,
+        batch_recv: trio.MemoryReceiveChannel[Batch],
+        settle_send: trio.MemorySendChannel[Settled],
+        work: trio.Nursery,
+    ) -> None:
+        async with batch_recv:
+            async for batch in batch_recv:
+                self._taken(len(batch))
+                await self._process_batch(batch, settle_send, work)
+
+    async def _process_batch(
+        self, batch: Batch, settle_send: trio.MemorySendChannel[Settled], work: trio.Nursery
+    ) -> None:
+        started = time.monotonic()
+        now = datetime.now(UTC)
+        settled: Settled = []
+        candidates: list[tuple[Record, Notification]] = []
+        ids_in_batch: set[str] = set()
+        for record in batch:
+            default_id = fallback_id(record.topic, record.partition, record.offset)
+            try:
+                notification = parse_notification(record.value, default_id=default_id)
+            except InvalidNotification as exc:
+                settled.append((record, self._invalid(record, default_id, exc)))
+                continue
+            if notification.is_expired(now):
+                settled.append((record, _outcome(OutcomeKind.EXPIRED, notification, record)))
+            elif notification.id in ids_in_batch:
+                settled.append((record, _outcome(OutcomeKind.DUPLICATE, notification, record)))
+            else:
+                ids_in_batch.add(notification.id)
+                candidates.append((record, notification))
+        if candidates:
+            seen = await self._with_backoff(
+                "dedup look-up", lambda: self._dedup.seen_many([n.id for _, n in candidates])
+            )
+            fresh = []
+            for (record, notification), was_seen in zip(candidates, seen, strict=True):
+                if was_seen:
+                    settled.append((record, _outcome(OutcomeKind.DUPLICATE, notification, record)))
+                else:
+                    fresh.append((record, notification))
+            allowed = await self._with_backoff(
+                "rate limit",
+                lambda: self._limiter.acquire_many([(n.user_id, n.id) for _, n in fresh]),
+            )
+            for (record, notification), ok in zip(fresh, allowed, strict=True):
+                if ok:
+                    await self._slots.acquire()
+                    work.start_soon(self._deliver, record, notification, settle_send, started)
+                else:
+                    outcome = _outcome(OutcomeKind.RATE_LIMITED, notification, record)
+                    settled.append((record, outcome))
+        if settled:
+            await settle_send.send(settled)
+
+    def _invalid(self, record: Record, default_id: str, exc: InvalidNotification) -> Outcome:
+        reason = exc.reason if exc.field is None else f"{exc.field}: {exc.reason}"
+        return Outcome(
+            OutcomeKind.INVALID,
+            default_id,
+            user_id=peek_user_id(record.value),
+            error=reason,
+            ts=time.time(),
+            partition=record.partition,
+            offset=record.offset,
+        )
+
+    async def _deliver(
+        self,
+        record: Record,
+        notification: Notification,
+        settle_send: trio.MemorySendChannel[Settled],
+        started: float,
+    ) -> None:
+        try:
+            provider = self._providers[notification.provider]
+            result = await deliver(
+                provider,
+                notification,
+                retry_attempts=self._options.retry_attempts,
+                retry_delay_s=self._options.retry_delay_s,
+                timeout_s=self._options.provider_timeout_s,
+            )
+            kind = OutcomeKind.DELIVERED if result.ok else OutcomeKind.FAILED
+            attempts, error = result.attempts, result.error
+        except Exception as exc:  # the per-message boundary: record, log, go on
+            log.exception("delivery of %s crashed", notification.id)
+            kind, attempts, error = OutcomeKind.FAILED, 1, f"internal error: {exc!r}"
+        finally:
+            self._slots.release()
+        if attempts > 1:
+            self._metrics.add_retries(attempts - 1)
+        outcome = _outcome(
+            kind, notification, record, attempts=attempts, error=error, started=started
+        )
+        await settle_send.send([(record, outcome)])
+
+    async def _run_settler(self, settle_recv: trio.MemoryReceiveChannel[Settled]) -> None:
+        async with settle_recv:
+            async for first in settle_recv:
+                settled = list(first)
+                while len(settled) < 5000:
+                    try:
+                        settled.extend(settle_recv.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                await self._finish(settled)
+
+    async def _finish(self, settled: Settled) -> None:
+        delivered = [o.id for _, o in settled if o.event is OutcomeKind.DELIVERED]
+        if delivered:
+            await self._with_backoff("dedup record", lambda: self._dedup.remember_many(delivered))
+        letters = [_dead_letter(r, o) for r, o in settled if o.event.dead_letter]
+        if letters:
+            topic = self._options.dlq_topic
+            await self._with_backoff(
+                "dead-letter write", lambda: self._dead_letters.publish_many(topic, letters)
+            )
+        outcomes = [o for _, o in settled]
+        self._metrics.record_outcomes(outcomes)
+        self._hub.publish(outcomes)
+        self._settle([r for r, _ in settled])
+
+    async def _with_backoff(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Retry ``call`` on BackendError with capped exponential back-off, forever.
+
+        Stalling is deliberate: losing the message or skipping the limit are worse.
+        Cancellation (shutdown deadline) ends the wait; the record stays uncommitted.
+        """
+        delay = 0.1
+        while True:
+            try:
+                result = await call()
+            except BackendError as exc:
+                self.backend_errors += 1
+                self.last_backend_error = f"{what}: {exc}"
+                log.warning("%s failed, retrying in %.1fs: %s", what, delay, exc)
+                await trio.sleep(delay)
+                delay = min(BACKOFF_MAX_S, delay * 2)
+            else:
+                self.last_backend_error = ""
+                return result
+
+
+def _outcome(
+    kind: OutcomeKind,
+    notification: Notification,
+    record: Record,
+    *,
+    attempts: int = 0,
+    error: str = "",
+    started: float | None = None,
+) -> Outcome:
+    return Outcome(
+        kind,
+        notification.id,
+        user_id=notification.user_id,
+        provider=notification.provider,
+        priority=notification.priority,
+        attempts=attempts,
+        latency_ms=0.0 if started is None else (time.monotonic() - started) * 1000,
+        error=error,
+        ts=time.time(),
+        partition=record.partition,
+        offset=record.offset,
+    )
+
+
+def _dead_letter(record: Record, outcome: Outcome) -> tuple[bytes | None, bytes, Headers]:
+    """The original value, untouched so it can be replayed, with the reason in headers."""
+    headers: Headers = [
+        ("pushtrio-outcome", outcome.event.value.encode()),
+        ("pushtrio-reason", outcome.error.encode()),
+        ("pushtrio-attempts", str(outcome.attempts).encode()),
+        ("pushtrio-id", outcome.id.encode()),
+        ("pushtrio-source", orjson.dumps([record.topic, record.partition, record.offset])),
+    ]
+    return record.key, record.value or b"", headers

@@ -1,0 +1,180 @@
+"""Mock push providers: the stand-ins for FCM, APNs and Firebase.
+
+A :class:`MockProvider` waits a fixed latency, then delivers with probability
+``success_rate``. Failures are a realistic mix: mostly transient (gateway
+timeouts, 503, 429 throttling) and a fifth permanent (unregistered token,
+invalid payload), so both the retry path and the dead-letter path get traffic.
+
+With a seed, the result of one call is a pure function of (seed, notification
+id, attempt): tests and concurrent workers see the same results whatever the
+order of calls. Without a seed the results come from a process-wide RNG.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ..errors import PermanentProviderError, TransientProviderError
+from ..model import Notification
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from . import Provider
+
+UNHEALTHY_AFTER_FAILURES = 50
+"""A provider whose last this-many calls all failed reports itself unhealthy."""
+
+FAILURE_MIX: tuple[tuple[str, bool, float], ...] = (
+    # (reason, permanent, share of failures); shares add up to 1.
+    ("gateway timeout", False, 0.30),
+    ("503 unavailable", False, 0.30),
+    ("429 throttled", False, 0.20),
+    ("unregistered token", True, 0.12),
+    ("invalid payload", True, 0.08),
+)
+
+_unseeded = random.Random()
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderStats:
+    """A snapshot of one provider's counters (per call, not per notification)."""
+
+    name: str
+    sent: int = 0
+    failed_transient: int = 0
+    failed_permanent: int = 0
+    consecutive_failures: int = 0
+    healthy: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sent": self.sent,
+            "failed_transient": self.failed_transient,
+            "failed_permanent": self.failed_permanent,
+            "consecutive_failures": self.consecutive_failures,
+            "healthy": self.healthy,
+        }
+
+
+def _draws(seed: int, notification_id: str, attempt: int) -> tuple[float, float]:
+    """Two independent uniforms in [0, 1) that depend only on the arguments."""
+    digest = hashlib.blake2b(f"{seed}:{notification_id}:{attempt}".encode(), digest_size=16)
+    raw = digest.digest()
+    scale = float(2**64)
+    return int.from_bytes(raw[:8], "big") / scale, int.from_bytes(raw[8:], "big") / scale
+
+
+def _failure(draw: float) -> tuple[str, bool]:
+    cumulative = 0.0
+    for reason, permanent, share in FAILURE_MIX:
+        cumulative += share
+        if draw < cumulative:
+            return reason, permanent
+    # Float rounding can leave the shares summing just under 1.
+    reason, permanent, _ = FAILURE_MIX[-1]
+    return reason, permanent
+
+
+class MockProvider:
+    """A provider that succeeds with probability ``success_rate`` after ``latency_s``.
+
+    ``success_rate`` may be changed on a live instance (tests use this to make a
+    provider recover). ``seed`` makes every result reproducible.
+    """
+
+    def __init__(
+        self, name: str, success_rate: float, latency_s: float, seed: int | None = None
+    ) -> None:
+        if not 0.0 <= success_rate <= 1.0:
+            raise ValueError(f"success_rate must be from 0 to 1, not {success_rate}")
+        if latency_s < 0:
+            raise ValueError(f"latency_s must be >= 0, not {latency_s}")
+        self.name = name
+        self.success_rate = success_rate
+        self.latency_s = latency_s
+        self.seed = seed
+        self._sent = 0
+        self._failed_transient = 0
+        self._failed_permanent = 0
+        self._consecutive_failures = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"MockProvider({self.name!r}, success_rate={self.success_rate}, "
+            f"latency_s={self.latency_s}, seed={self.seed})"
+        )
+
+    async def send(self, notification: Notification, attempt: int) -> None:
+        """Pretend to deliver ``notification``; return on success.
+
+        Raises TransientProviderError or PermanentProviderError on a simulated
+        failure. On cancellation (during the simulated latency) trio.Cancelled
+        propagates and the call is not counted in :meth:`stats`.
+        """
+        if self.latency_s > 0:
+            await trio.sleep(self.latency_s)
+        else:
+            # Keep send a checkpoint even at zero latency, like any real I/O call.
+            await trio.lowlevel.checkpoint()
+        if self.seed is None:
+            outcome_draw, failure_draw = _unseeded.random(), _unseeded.random()
+        else:
+            outcome_draw, failure_draw = _draws(self.seed, notification.id, attempt)
+        if outcome_draw < self.success_rate:
+            self._sent += 1
+            self._consecutive_failures = 0
+            return
+        self._consecutive_failures += 1
+        reason, permanent = _failure(failure_draw)
+        if permanent:
+            self._failed_permanent += 1
+            raise PermanentProviderError(self.name, reason)
+        self._failed_transient += 1
+        raise TransientProviderError(self.name, reason)
+
+    @property
+    def healthy(self) -> bool:
+        """False once the last :data:`UNHEALTHY_AFTER_FAILURES` calls all failed."""
+        return self._consecutive_failures < UNHEALTHY_AFTER_FAILURES
+
+    def stats(self) -> ProviderStats:
+        """A snapshot of the counters; calls cut short by a timeout are not in it."""
+        return ProviderStats(
+            name=self.name,
+            sent=self._sent,
+            failed_transient=self._failed_transient,
+            failed_permanent=self._failed_permanent,
+            consecutive_failures=self._consecutive_failures,
+            healthy=self.healthy,
+        )
+
+
+def provider_seed(seed: int | None, name: str) -> int | None:
+    """The seed of provider ``name`` derived from the service-wide ``seed``.
+
+    Each provider gets its own stream so that fcm and apns do not fail on the
+    same notification ids in lockstep.
+    """
+    if seed is None:
+        return None
+    digest = hashlib.blake2b(f"{seed}:{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def build_providers(settings: Settings) -> dict[str, Provider]:
+    """One :class:`MockProvider` per configured provider name, keyed by name."""
+    return {
+        name: MockProvider(
+            name,
+            success_rate=rate,
+            latency_s=settings.provider_latency_s,
+            seed=provider_seed(settings.provider_seed, name),
+        )
+        for name, rate in settings.provider_success_rates
+    }

@@ -1,0 +1,113 @@
+"""The shared Redis client and the one way trio code calls it.
+
+redis-py's sync client is thread-safe (its connection pool hands each thread its
+own connection), so one client serves every backend. Trio code never calls it
+directly: :func:`run_redis` runs a blocking function in a worker thread, one hop
+per batch, and translates redis-py's errors into :class:`~pushtrio.errors.BackendError`.
+
+Every call is bounded by the socket timeouts set in :func:`connect`, so a Redis
+that stops answering turns into a BackendError within a few seconds instead of a
+hung worker.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import TypeVar
+
+import redis
+import trio
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
+
+from .config import Settings
+from .errors import BackendError
+
+T = TypeVar("T")
+
+SOCKET_TIMEOUT_S = 2.0
+"""Limit on connecting to Redis and on each read or write of a reply."""
+
+HEALTH_CHECK_INTERVAL_S = 30
+"""A pooled connection idle for longer than this is PINGed before it is reused."""
+
+_ADDR = re.compile(r"\[?(?P<host>[^\[\]]+)\]?:(?P<port>\d{1,5})")
+
+
+def parse_addr(addr: str) -> tuple[str, int]:
+    """Split ``host:port`` (or ``[v6-host]:port``) into its parts.
+
+    Raises ValueError when ``addr`` has another shape (``memory://`` included).
+    """
+    match = _ADDR.fullmatch(addr.strip())
+    if match is None:
+        raise ValueError(f"expected host:port, got {addr!r}")
+    return match["host"], int(match["port"])
+
+
+def connect(settings: Settings, *, timeout_s: float = SOCKET_TIMEOUT_S) -> redis.Redis:
+    """Build the sync client for ``settings.redis_addr``, shared across threads.
+
+    No I/O happens here: connections are opened lazily by the first command, so
+    an unreachable Redis shows up as BackendError from the first backend call (or
+    from ``check()``). Raises ValueError when the settings select the embedded
+    mode (``memory://``) or the address is malformed.
+    """
+    host, port = parse_addr(settings.redis_addr)
+    return redis.Redis(
+        host=host,
+        port=port,
+        db=settings.redis_db,
+        password=settings.redis_password or None,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        health_check_interval=HEALTH_CHECK_INTERVAL_S,
+        decode_responses=False,
+        # redis-py's default retries ten times with backoff, which turns an outage
+        # into half a minute of silence per call. One quick retry absorbs a stale
+        # pooled connection; re-running a batch is safe because every command the
+        # backends send is idempotent (SET, EXISTS, and the limiter script keyed by
+        # message id).
+        retry=Retry(ExponentialWithJitterBackoff(base=0.02, cap=0.2), retries=1),
+        client_name="pushtrio",
+    )
+
+
+@asynccontextmanager
+async def open_redis(settings: Settings) -> AsyncIterator[redis.Redis]:
+    """Yield :func:`connect`'s client and close its connections on exit.
+
+    Closing is local (it only drops pooled sockets), so it is quick and safe to run
+    even when the block is cancelled. Raises what :func:`connect` raises.
+    """
+    client = connect(settings)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+async def run_redis(call: Callable[[], T]) -> T:
+    """Run the blocking ``call`` in a worker thread and return its result.
+
+    Any ``redis.RedisError`` it raises becomes BackendError (raised ``from`` it).
+    Cancellation is honoured once the round trip in flight ends: the thread is not
+    abandoned, so a batch is never half-reported, and the wait is bounded by the
+    client's socket timeouts.
+    """
+    try:
+        return await trio.to_thread.run_sync(call)
+    except redis.RedisError as exc:
+        raise BackendError(f"redis: {type(exc).__name__}: {exc}") from exc
+
+
+__all__ = [
+    "HEALTH_CHECK_INTERVAL_S",
+    "SOCKET_TIMEOUT_S",
+    "connect",
+    "open_redis",
+    "parse_addr",
+    "run_redis",
+]

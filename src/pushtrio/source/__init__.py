@@ -1,0 +1,100 @@
+"""Where notifications come from: Kafka (:mod:`.kafka`) or the embedded queue (:mod:`.memory`).
+
+A source hands *batches* of :class:`Record` to the workers through a bounded memory
+channel and learns, through :meth:`Source.settle`, which records have an outcome;
+it commits a partition's offset only when every earlier record of it is settled
+(see :mod:`.tracker`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import trio
+
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass(slots=True, frozen=True)
+class Record:
+    """One record read from the topic; ``epoch`` ties it to one assignment of its partition."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+    timestamp_ms: int
+    key: bytes | None = None
+    epoch: int = 0
+
+
+Batch = list[Record]
+
+
+class Source(Protocol):
+    """A supplier of record batches with ordered, at-least-once commits."""
+
+    mode: str
+    """``"kafka"`` or ``"embedded"``."""
+
+    async def serve(
+        self,
+        batch_send: trio.MemorySendChannel[Batch],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Feed batches into ``batch_send`` until :meth:`stop_intake`, then close it.
+
+        Keeps committing settled offsets until :meth:`aclose`; returns after the
+        final commit. Cancellation leaves unsettled records uncommitted.
+        """
+        ...
+
+    def stop_intake(self) -> None:
+        """Stop handing out records (thread-safe, idempotent)."""
+        ...
+
+    def settle(self, records: Sequence[Record]) -> None:
+        """Mark records as finished (thread-safe; stale epochs are ignored)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Commit what is settled and release the consumer; idempotent."""
+        ...
+
+    def taken(self, n: int) -> None:
+        """A worker took ``n`` records off the channel (called in trio)."""
+        ...
+
+    def queued(self) -> int:
+        """Records handed to the channel and not yet taken by a worker."""
+        ...
+
+    def in_flight(self) -> int:
+        """Records handed out and not yet settled."""
+        ...
+
+    def lag(self) -> int:
+        """Records on the assigned partitions not yet committed (best effort)."""
+        ...
+
+    def health(self) -> dict[str, Any]: ...
+
+
+class Publisher(Protocol):
+    """Writes records to a topic; used by ``POST /send`` and the dead-letter path."""
+
+    async def publish_many(
+        self, topic: str, items: Sequence[tuple[bytes | None, bytes, Headers]]
+    ) -> None:
+        """Write ``(key, value, headers)`` items and return once the broker has all.
+
+        Raises BrokerUnavailable when they could not all be written in time.
+        """
+        ...
+
+    async def check(self) -> None: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,393 @@
+"""The Kafka reader: one OS thread owns kafka-python's KafkaConsumer.
+
+The thread is the only code that calls the consumer (poll, pause/resume, seek,
+commit, close). It hands record batches into trio with one ``from_thread`` hop per
+polled batch. When the channel to the workers is full it keeps the rest, pauses its
+partitions and keeps polling, so ``max_poll_interval_ms`` never expires and the
+group keeps the member; it resumes once everything is handed over.
+
+Rebalances: kafka-python 3.0 runs the listener on its I/O thread. On revoke (or
+loss) the listener commits what is settled with ``commit_async`` and drops the
+partition's state, so late results of its in-flight records are ignored (their
+new owner re-reads them; dedup stops double delivery). On assign it only queues the
+partitions: the reader thread seeks each to its committed offset, because with eager
+assignors a re-assigned partition keeps its old fetch position.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from ..errors import BackendError, BrokerUnavailable
+from . import Batch, Headers, Record
+from .tracker import OffsetTracker
+
+log = logging.getLogger(__name__)
+
+POLL_TIMEOUT_MS = 100
+COMMIT_INTERVAL_S = 0.2
+LAG_INTERVAL_S = 1.0
+SESSION_TIMEOUT_MS = 10_000
+CALL_TIMEOUT_MS = 10_000
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, source: KafkaSource) -> None:
+        self._source = source
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        self._source._on_revoked(revoked, commit=True)
+
+    def on_partitions_lost(self, lost: list[TopicPartition]) -> None:
+        self._source._on_revoked(lost, commit=False)
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self._source._assigned.put(list(assigned))
+
+
+class KafkaSource:
+    """Consumes ``topic`` in ``group`` and feeds record batches to the workers."""
+
+    mode = "kafka"
+
+    def __init__(
+        self, brokers: Sequence[str], topic: str, group: str, *, max_queue_size: int
+    ) -> None:
+        self._brokers = list(brokers)
+        self._topic = topic
+        self._group = group
+        self.batch_size = max(1, min(500, max_queue_size // 4 or 1))
+        self._max_queued = max_queue_size
+        self.tracker = OffsetTracker()
+        self._assigned: queue.SimpleQueue[list[TopicPartition]] = queue.SimpleQueue()
+        self._consumer: Any = None
+        self._queued = 0
+        self._lag = 0
+        self._intake_stopped = threading.Event()
+        self._closing = threading.Event()
+        self._connected = False
+        self._last_error = ""
+        self._paused = False
+
+    # -- trio side ---------------------------------------------------------------------
+
+    async def serve(
+        self,
+        batch_send: trio.MemorySendChannel[Batch],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run the reader thread; see :class:`~pushtrio.source.Source`.
+
+        Reports started once the consumer has bootstrapped and subscribed. Raises
+        BackendError if the brokers cannot be reached at start-up. On cancellation
+        the thread is told to close without a final commit and is waited for.
+        """
+        self._send = batch_send
+        consumer = await trio.to_thread.run_sync(self._open_consumer)
+        self._consumer = consumer
+        token = trio.lowlevel.current_trio_token()
+        async with batch_send:
+            thread_done = trio.Event()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._run_thread, token, thread_done)
+                task_status.started()
+                await trio.to_thread.run_sync(self._intake_stopped.wait, abandon_on_cancel=True)
+                await batch_send.aclose()
+                await thread_done.wait()
+
+    async def _run_thread(self, token: trio.lowlevel.TrioToken, done: trio.Event) -> None:
+        try:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self._thread_main, token)
+        finally:
+            done.set()
+
+    def _open_consumer(self) -> Any:
+        try:
+            consumer = KafkaConsumer(
+                bootstrap_servers=self._brokers,
+                group_id=self._group,
+                client_id=f"pushtrio-{self._group}",
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_poll_records=self.batch_size,
+                partition_assignment_strategy=(CooperativeStickyAssignor,),
+                session_timeout_ms=SESSION_TIMEOUT_MS,
+                heartbeat_interval_ms=SESSION_TIMEOUT_MS // 4,
+                request_timeout_ms=CALL_TIMEOUT_MS * 3,
+                bootstrap_timeout_ms=CALL_TIMEOUT_MS,
+            )
+            consumer.subscribe([self._topic], listener=_Listener(self))
+        except KafkaError as exc:
+            raise BackendError(f"cannot reach Kafka at {','.join(self._brokers)}: {exc}") from exc
+        self._connected = True
+        return consumer
+
+    def _offer(self, chunks: list[Batch]) -> int:
+        """Runs in trio: put as many chunks as fit; return how many were taken."""
+        taken = 0
+        for chunk in chunks:
+            if self._queued and self._queued + len(chunk) > self._max_queued:
+                break
+            first = chunk[0]
+            # Registered before the send so a worker can never settle an offset the
+            # tracker has not seen yet.
+            tp = (first.topic, first.partition)
+            if not self.tracker.hand_out(tp, first.epoch, (r.offset for r in chunk)):
+                taken += 1  # stale epoch: the partition moved; drop the chunk
+                continue
+            try:
+                self._send.send_nowait(chunk)
+            except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+                break
+            self._queued += len(chunk)
+            taken += 1
+        return taken
+
+    def taken(self, n: int) -> None:
+        """A worker took ``n`` records off the channel (called in trio)."""
+        self._queued -= n
+
+    def stop_intake(self) -> None:
+        self._intake_stopped.set()
+
+    async def aclose(self) -> None:
+        self._intake_stopped.set()
+        self._closing.set()
+
+    def settle(self, records: Sequence[Record]) -> None:
+        by_partition: dict[tuple[int, int], list[int]] = {}
+        for record in records:
+            by_partition.setdefault((record.partition, record.epoch), []).append(record.offset)
+        for (partition, epoch), offsets in by_partition.items():
+            self.tracker.settle((self._topic, partition), epoch, offsets)
+
+    def queued(self) -> int:
+        return self._queued
+
+    def in_flight(self) -> int:
+        return self.tracker.in_flight()
+
+    def lag(self) -> int:
+        return self._lag
+
+    def health(self) -> dict[str, Any]:
+        healthy = self._connected and not self._last_error
+        return {
+            "healthy": healthy,
+            "brokers": ",".join(self._brokers),
+            "topic": self._topic,
+            "group": self._group,
+            "assigned_partitions": sorted(p for _, p in self.tracker.assigned()),
+            "paused": self._paused,
+            "error": self._last_error or None,
+        }
+
+    # -- rebalance callbacks (kafka-python's I/O thread) ----------------------------
+
+    def _on_revoked(self, partitions: list[TopicPartition], *, commit: bool) -> None:
+        final = self.tracker.revoke((tp.topic, tp.partition) for tp in partitions)
+        log.info("partitions revoked: %s", sorted(tp.partition for tp in partitions))
+        if commit and final:
+            offsets = {
+                TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in final.items()
+            }
+            try:
+                self._consumer.commit_async(offsets)
+            except KafkaError as exc:
+                log.warning("commit on revoke failed (records will be re-read): %s", exc)
+
+    # -- the reader thread -------------------------------------------------------------
+
+    def _thread_main(self, token: trio.lowlevel.TrioToken) -> None:
+        consumer = self._consumer
+        pending: list[Batch] = []
+        last_commit = last_lag = 0.0
+        try:
+            while not self._closing.is_set():
+                self._apply_assignments(consumer, pending)
+                records = consumer.poll(timeout_ms=POLL_TIMEOUT_MS)
+                fresh = self._apply_assignments(consumer, pending)
+                if not self._intake_stopped.is_set():
+                    pending.extend(self._to_batches(records, fresh))
+                    pending = self._hand_over(consumer, token, pending)
+                elif not self._paused:
+                    pending.clear()
+                    self._pause(consumer, True)
+                now = time.monotonic()
+                if now - last_commit >= COMMIT_INTERVAL_S:
+                    self._commit(consumer)
+                    last_commit = now
+                if now - last_lag >= LAG_INTERVAL_S:
+                    self._update_lag(consumer)
+                    last_lag = now
+        except trio.RunFinishedError:
+            log.warning("trio run finished under the Kafka reader; closing")
+        except Exception as exc:
+            self._last_error = str(exc)
+            log.exception("Kafka reader failed")
+            raise
+        finally:
+            try:
+                self._commit(consumer)
+            finally:
+                consumer.close(autocommit=False)
+                self._connected = False
+
+    def _apply_assignments(self, consumer: Any, pending: list[Batch]) -> set[int]:
+        """Start new epochs for newly assigned partitions and seek them to their commits."""
+        fresh: set[int] = set()
+        while True:
+            try:
+                assigned = self._assigned.get_nowait()
+            except queue.Empty:
+                break
+            for tp in assigned:
+                self.tracker.assign((tp.topic, tp.partition))
+                committed = consumer.committed(tp, timeout_ms=CALL_TIMEOUT_MS)
+                if committed is None:
+                    consumer.seek_to_beginning(tp)
+                else:
+                    consumer.seek(tp, committed)
+                fresh.add(tp.partition)
+            pending[:] = [b for b in pending if b[0].partition not in fresh]
+            log.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
+            if self._paused and assigned:
+                consumer.pause(*assigned)
+        return fresh
+
+    def _to_batches(self, records: dict[Any, list[Any]], skip: set[int]) -> list[Batch]:
+        batches: list[Batch] = []
+        for tp, polled in records.items():
+            if tp.partition in skip or not polled:
+                continue
+            epoch = self.tracker.epoch((tp.topic, tp.partition))
+            if epoch is None:
+                continue
+            batch = [
+                Record(r.topic, r.partition, r.offset, r.value, r.timestamp, r.key, epoch)
+                for r in polled
+            ]
+            batches.append(batch)
+        return batches
+
+    def _hand_over(
+        self, consumer: Any, token: trio.lowlevel.TrioToken, pending: list[Batch]
+    ) -> list[Batch]:
+        while pending:
+            first = pending[0][0]
+            if self.tracker.is_current((first.topic, first.partition), first.epoch):
+                break
+            pending.pop(0)
+        if pending:
+            taken = trio.from_thread.run_sync(self._offer, pending, trio_token=token)
+            pending = pending[taken:]
+        want_pause = bool(pending)
+        if want_pause != self._paused:
+            self._pause(consumer, want_pause)
+        return pending
+
+    def _pause(self, consumer: Any, pause: bool) -> None:
+        partitions = list(consumer.assignment())
+        if pause:
+            consumer.pause(*partitions)
+        else:
+            consumer.resume(*partitions)
+        self._paused = pause
+        log.debug("partitions %s", "paused" if pause else "resumed")
+
+    def _commit(self, consumer: Any) -> None:
+        ready = self.tracker.committable()
+        if not ready:
+            return
+        offsets = {
+            TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in ready.items()
+        }
+        try:
+            consumer.commit(offsets, timeout_ms=CALL_TIMEOUT_MS)
+        except KafkaError as exc:
+            self._last_error = f"commit failed: {exc}"
+            log.warning("commit failed (will retry): %s", exc)
+            return
+        self._last_error = ""
+        self.tracker.mark_committed(ready)
+
+    def _update_lag(self, consumer: Any) -> None:
+        lag = 0
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            committed = self.tracker.committed((tp.topic, tp.partition))
+            if high is not None:
+                lag += max(0, high - (committed if committed is not None else 0))
+        self._lag = lag
+
+
+class KafkaPublisher:
+    """Writes records with kafka-python's (thread-safe) KafkaProducer."""
+
+    def __init__(self, brokers: Sequence[str], *, timeout_s: float = 10.0) -> None:
+        self._brokers = list(brokers)
+        self._timeout_s = timeout_s
+        self._producer: Any = None
+        self._lock = threading.Lock()
+
+    def _get_producer(self) -> Any:
+        with self._lock:
+            if self._producer is None:
+                self._producer = KafkaProducer(
+                    bootstrap_servers=self._brokers,
+                    client_id="pushtrio-publisher",
+                    linger_ms=2,
+                    max_block_ms=int(self._timeout_s * 1000),
+                    request_timeout_ms=int(self._timeout_s * 1000),
+                    bootstrap_timeout_ms=int(self._timeout_s * 1000),
+                )
+            return self._producer
+
+    def _publish_blocking(
+        self, topic: str, items: Sequence[tuple[bytes | None, bytes, Headers]]
+    ) -> None:
+        try:
+            producer = self._get_producer()
+            futures = [producer.send(topic, value=v, key=k, headers=h) for k, v, h in items]
+            for future in futures:
+                future.get(timeout=self._timeout_s)
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"Kafka did not take the records: {exc}") from exc
+
+    async def publish_many(
+        self, topic: str, items: Sequence[tuple[bytes | None, bytes, Headers]]
+    ) -> None:
+        """Write items and wait for the broker's acknowledgements (one thread hop).
+
+        Raises BrokerUnavailable on any producer error or time-out. On cancellation
+        the thread finishes on its own; the records may or may not be written.
+        """
+        if items:
+            await trio.to_thread.run_sync(
+                self._publish_blocking, topic, items, abandon_on_cancel=True
+            )
+
+    async def check(self) -> None:
+        try:
+            await trio.to_thread.run_sync(self._get_producer, abandon_on_cancel=True)
+        except KafkaError as exc:
+            raise BrokerUnavailable(str(exc)) from exc
+
+    async def aclose(self) -> None:
+        producer = self._producer
+        if producer is not None:
+            await trio.to_thread.run_sync(lambda: producer.close(timeout=5))
