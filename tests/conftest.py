@@ -36,7 +36,7 @@ def _service(variable: str) -> str:
 
 
 @pytest.fixture
-def redis_addr() -> Iterator[str]:
+def redis_addr() -> str:
     """host:port of the real test Redis; its database 0 is flushed before each test."""
     import redis
 
@@ -45,7 +45,7 @@ def redis_addr() -> Iterator[str]:
     client = redis.Redis(host=host, port=int(port), socket_timeout=5)
     client.flushdb()
     client.close()
-    yield addr
+    return addr
 
 
 @pytest.fixture

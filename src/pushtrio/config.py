@@ -80,6 +80,8 @@ class Settings:
     provider_timeout_s: float = 10.0
     provider_seed: int | None = None
     admin_token: str = ""
+    outcome_log: str = ""
+    mock_provider_journal: str = ""
 
     @property
     def kafka_embedded(self) -> bool:
@@ -206,6 +208,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         provider_timeout_s=_duration(env, "PROVIDER_TIMEOUT", 10.0, positive=True),
         provider_seed=None if not seed_raw else _int(env, "PROVIDER_SEED", 0, 0, 2**63 - 1),
         admin_token=env.get("ADMIN_TOKEN", ""),
+        outcome_log=env.get("OUTCOME_LOG", "").strip(),
+        mock_provider_journal=env.get("MOCK_PROVIDER_JOURNAL", "").strip(),
     )
 
 
@@ -234,5 +238,7 @@ ENVIRONMENT_VARIABLES = (
     "PROVIDER_TIMEOUT",
     "PROVIDER_SEED",
     "ADMIN_TOKEN",
+    "OUTCOME_LOG",
+    "MOCK_PROVIDER_JOURNAL",
 )
 """Every variable :func:`load_settings` reads (checked against the docs by a test)."""

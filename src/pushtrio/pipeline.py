@@ -69,6 +69,7 @@ class Pipeline:
         hub: EventHub,
         settle: Callable[[Sequence[Record]], None],
         taken: Callable[[int], None],
+        journal: Callable[[Sequence[Outcome]], None] | None = None,
     ) -> None:
         self._options = options
         self._limiter = limiter
@@ -79,6 +80,7 @@ class Pipeline:
         self._hub = hub
         self._settle = settle
         self._taken = taken
+        self._journal = journal
         self._slots = trio.Semaphore(options.max_in_flight)
         self.backend_errors = 0
         self.last_backend_error = ""
@@ -223,6 +225,8 @@ class Pipeline:
                 "dead-letter write", lambda: self._dead_letters.publish_many(topic, letters)
             )
         outcomes = [o for _, o in settled]
+        if self._journal is not None:
+            self._journal(outcomes)
         self._metrics.record_outcomes(outcomes)
         self._hub.publish(outcomes)
         self._settle([r for r, _ in settled])

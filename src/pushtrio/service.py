@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, BinaryIO
 
+import orjson
 import trio
 
 from . import __version__
@@ -25,6 +27,7 @@ from .config import Settings
 from .errors import BackendError
 from .events import EventHub
 from .metrics import Metrics
+from .model import Outcome
 from .pipeline import Pipeline, PipelineOptions
 from .providers import provider_stats
 from .providers.mock import build_providers
@@ -43,7 +46,9 @@ class Service:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.hub = EventHub()
-        self.providers = build_providers(settings)
+        self._files: list[BinaryIO] = []
+        self.providers = build_providers(settings, self._open_log(settings.mock_provider_journal))
+        self._outcome_log = self._open_log(settings.outcome_log)
         self.metrics = Metrics(worker_count=settings.worker_count, providers=self.providers)
         self.backends: Backends | None = None
         self.pipeline: Pipeline | None = None
@@ -88,6 +93,26 @@ class Service:
                 await self._shut_down(backends, pipeline_scope, pipeline_done)
                 self.hub.close()
                 web_stop.set()
+        for stream in self._files:
+            stream.close()
+
+    def _open_log(self, path: str) -> BinaryIO | None:
+        if not path:
+            return None
+        # Unbuffered appends: each line reaches the OS at once and survives a kill -9.
+        stream = open(path, "ab", buffering=0)  # noqa: SIM115 (closed in serve)
+        self._files.append(stream)
+        return stream
+
+    def _journal(self, outcomes: Sequence[Outcome]) -> None:
+        assert self._outcome_log is not None
+        lines = []
+        for outcome in outcomes:
+            event = outcome.to_event()
+            event["partition"] = outcome.partition
+            event["offset"] = outcome.offset
+            lines.append(orjson.dumps(event))
+        self._outcome_log.write(b"\n".join(lines) + b"\n")
 
     async def _start_source(
         self,
@@ -164,6 +189,7 @@ class Service:
             hub=self.hub,
             settle=source.settle,
             taken=source.taken,
+            journal=None if self._outcome_log is None else self._journal,
         )
         return self.pipeline
 

@@ -23,7 +23,7 @@ async def test_redis_ping_set_get(redis_addr: str) -> None:
     try:
         key = f"pushtrio-smoke-{uuid.uuid4().hex}"
 
-        def roundtrip() -> tuple[bool, bool, bytes | None, int]:
+        def roundtrip() -> tuple[bool, bool, object, int]:
             pong = client.ping()
             stored = client.set(key, "hello", ex=60)
             value = client.get(key)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import trio
 
@@ -89,7 +89,12 @@ class MockProvider:
     """
 
     def __init__(
-        self, name: str, success_rate: float, latency_s: float, seed: int | None = None
+        self,
+        name: str,
+        success_rate: float,
+        latency_s: float,
+        seed: int | None = None,
+        journal: BinaryIO | None = None,
     ) -> None:
         if not 0.0 <= success_rate <= 1.0:
             raise ValueError(f"success_rate must be from 0 to 1, not {success_rate}")
@@ -99,6 +104,9 @@ class MockProvider:
         self.success_rate = success_rate
         self.latency_s = latency_s
         self.seed = seed
+        # The "device inbox": one line per accepted notification, written at once
+        # (unbuffered), so a test can count deliveries even across a kill -9.
+        self._journal = journal
         self._sent = 0
         self._failed_transient = 0
         self._failed_permanent = 0
@@ -127,6 +135,8 @@ class MockProvider:
         else:
             outcome_draw, failure_draw = _draws(self.seed, notification.id, attempt)
         if outcome_draw < self.success_rate:
+            if self._journal is not None:
+                self._journal.write(f"{self.name} {notification.id}\n".encode())
             self._sent += 1
             self._consecutive_failures = 0
             return
@@ -167,14 +177,18 @@ def provider_seed(seed: int | None, name: str) -> int | None:
     return int.from_bytes(digest, "big")
 
 
-def build_providers(settings: Settings) -> dict[str, Provider]:
-    """One :class:`MockProvider` per configured provider name, keyed by name."""
+def build_providers(settings: Settings, journal: BinaryIO | None = None) -> dict[str, Provider]:
+    """One :class:`MockProvider` per configured provider name, keyed by name.
+
+    ``journal`` (an unbuffered binary file) receives a line per accepted notification.
+    """
     return {
         name: MockProvider(
             name,
             success_rate=rate,
             latency_s=settings.provider_latency_s,
             seed=provider_seed(settings.provider_seed, name),
+            journal=journal,
         )
         for name, rate in settings.provider_success_rates
     }
