@@ -5,6 +5,7 @@
 #                                fresh, empty Redis and Kafka and wait until both answer
 #   scripts/services.sh stop     stop both (idempotent)
 #   scripts/services.sh status   say whether each answers
+#   (add "redis" or "kafka" to act on one only)
 #
 # Redis:  127.0.0.1:${PUSHTRIO_REDIS_PORT:-16379}, no persistence, files in .services/redis.
 # Kafka:  single-node KRaft (broker + controller) on 127.0.0.1:${PUSHTRIO_KAFKA_PORT:-19092},
@@ -313,31 +314,37 @@ print_env() {
 
 # --- main --------------------------------------------------------------------
 
-usage() { die "usage: $0 start|stop|status"; }
-[ $# -eq 1 ] || usage
+usage() { die "usage: $0 start|stop|status [redis|kafka]"; }
+[ $# -ge 1 ] && [ $# -le 2 ] || usage
+ACTION=$1
+WANT=${2:-all}
+case $WANT in all | redis | kafka) ;; *) usage ;; esac
+want() { [ "$WANT" = all ] || [ "$WANT" = "$1" ]; }
 
 mkdir -p "$SERVICES_DIR"
 # One start/stop at a time. fd 9 holds the lock; long-lived children get it closed
 # (9>&-) so they do not keep the lock after this script exits.
 exec 9>"$SERVICES_DIR/.lock"
-command -v flock >/dev/null && { flock -w 600 9 || die "another services.sh is still running"; }
+if command -v flock >/dev/null; then
+    flock -w 600 9 || die "another services.sh is still running"
+fi
 
-case $1 in
+case $ACTION in
 start)
     t0=$SECONDS
-    start_redis
-    start_kafka
+    if want redis; then start_redis; fi
+    if want kafka; then start_kafka; fi
     log "services: ready in $((SECONDS - t0))s"
     print_env
     ;;
 stop)
-    stop_kafka
-    stop_redis
+    if want kafka; then stop_kafka; fi
+    if want redis; then stop_redis; fi
     ;;
 status)
     rc=0
-    status_redis || rc=1
-    status_kafka || rc=1
+    if want redis; then status_redis || rc=1; fi
+    if want kafka; then status_kafka || rc=1; fi
     print_env
     exit "$rc"
     ;;

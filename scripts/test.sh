@@ -84,7 +84,9 @@ set -e
 
 echo
 if [ "${#FAILED[@]}" -gt 0 ]; then
-    echo "test.sh: FAILED checks: ${FAILED[*]}"
+    printf 'test.sh: FAILED checks:'
+    printf ' [%s]' "${FAILED[@]}"
+    echo
 fi
 echo "test.sh: pytest exit status $PYTEST_RC"
 if [ "$PYTEST_RC" -ne 0 ]; then

@@ -68,6 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     args = parser.parse_args(argv)
 
+    try:
+        import kafka.admin  # noqa: F401
+    except ImportError as exc:
+        print(f"kafka: {sys.executable} cannot import kafka-python ({exc})", file=sys.stderr)
+        return 2
+
     # kafka-python logs every refused connection at WARNING/ERROR; the progress
     # lines below say enough.
     logging.basicConfig(level=logging.CRITICAL)
@@ -89,10 +95,10 @@ def main(argv: list[str] | None = None) -> int:
             topics = probe(args.bootstrap, min(2.0, remaining))
         except Exception as exc:  # any failure means "not yet"
             last_error = f"{type(exc).__name__}: {exc}"
-            if not args.quiet and attempt % 5 == 1:
+            if not args.quiet and attempt % 6 == 1:
                 elapsed = time.monotonic() - start
                 print(f"kafka: waiting for {args.bootstrap} ({elapsed:.0f}s, {last_error})")
-            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+            time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
             continue
         if not args.quiet:
             elapsed = time.monotonic() - start

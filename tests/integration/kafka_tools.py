@@ -41,8 +41,8 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
 def committed_offsets(bootstrap: str, group: str) -> dict[int, int]:
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
-        offsets = admin.list_consumer_group_offsets(group)
-        return {tp.partition: meta.offset for tp, meta in offsets.items()}
+        offsets = admin.list_group_offsets({group: None})[group]
+        return {tp.partition: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
     finally:
         admin.close()
 

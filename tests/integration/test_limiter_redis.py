@@ -63,8 +63,8 @@ async def test_key_is_a_sorted_set_of_message_ids_with_a_ttl(client: redis.Redis
     key = b"rate_limit:alice"
     assert client.type(key) == b"zset"
     entries = sorted((float(score), bytes(member)) for member, score in client.zscan_iter(key))
-    assert [member for member, _ in entries] == [b"m1", b"m2"]
-    for _, score in entries:
+    assert [member for _, member in entries] == [b"m1", b"m2"]
+    for score, _ in entries:
         # Redis server time in whole microseconds, not a rounded float.
         assert score == int(score)
         assert before_us <= score <= after_us
