@@ -6,8 +6,10 @@ directly: :func:`run_redis` runs a blocking function in a worker thread, one hop
 per batch, and translates redis-py's errors into :class:`~pushtrio.errors.BackendError`.
 
 Every call is bounded by the socket timeouts set in :func:`connect`, so a Redis
-that stops answering turns into a BackendError within a few seconds instead of a
-hung worker.
+that stops answering turns into a BackendError instead of a hung worker: at once
+when the connection is refused, and after at most about four socket timeouts
+(redis-py retries the connection inside its one retry of the command) when the
+server accepts connections but never answers.
 """
 
 from __future__ import annotations

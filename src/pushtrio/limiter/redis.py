@@ -6,7 +6,8 @@ microseconds) when each slot was taken. One script call decides one request
 atomically: it drops entries strictly older than the window, allows a message id
 already in the window again without a second slot, and otherwise adds the entry
 if fewer than ``limit`` remain. "Now" is Redis's ``TIME``, so every pushtrio
-process shares one clock; each script touches one key, so Redis Cluster works.
+process shares one clock (a wall clock: if it steps back, entries simply count a
+little longer); each script touches one key, so Redis Cluster works.
 
 Many decisions travel in one non-transactional pipeline: one round trip and one
 thread hop per :meth:`RedisLimiter.acquire_many` call.

@@ -1,26 +1,64 @@
-"""The Quart-Trio application: admin endpoints and the live feed."""
+"""The Quart-Trio application: admin endpoints, the live feed and the dashboard.
+
+    GET    /                      dashboard page (public)
+    GET    /health                component health (public)
+    GET    /metrics               JSON figures
+    GET    /metrics/prometheus    Prometheus text format
+    GET    /ratelimit/<user_id>   a user's rate-limit status
+    DELETE /ratelimit/<user_id>   clear it
+    POST   /send                  write a notification to the topic
+    GET    /openapi.json          OpenAPI 3.1 description of the above
+    WS     /ws/events             live outcomes
+
+The app starts no task of its own: the service owns the nursery and hands the app
+its :class:`~pushtrio.web.AppHandles`.
+"""
 
 from __future__ import annotations
 
+from importlib.resources import files
 from typing import Any
 
 from quart import Response, jsonify
 from quart_trio import QuartTrio
 
+from ..model import MAX_RECORD_BYTES
 from . import AppHandles
+from .admin import add_admin_routes
+from .auth import install_auth
+from .feed import add_feed_route
+from .openapi import openapi_document
+from .responses import install_error_handlers
+
+
+def dashboard_html() -> bytes:
+    """The dashboard page, shipped as package data."""
+    return files(__package__).joinpath("static", "index.html").read_bytes()
 
 
 def create_app(handles: AppHandles) -> QuartTrio:
     """Build the app around the service's handles (it starts no task of its own)."""
-    app = QuartTrio("pushtrio")
+    app = QuartTrio("pushtrio", static_folder=None)
+    # Quart refuses larger bodies itself (413), from Content-Length or as they stream in.
+    app.config["MAX_CONTENT_LENGTH"] = MAX_RECORD_BYTES
+    app.config["BODY_TIMEOUT"] = 30
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    install_error_handlers(app)
+    install_auth(app, handles.settings.admin_token)
+    add_admin_routes(app, handles)
+    add_feed_route(app, handles.hub)
 
-    @app.get("/health")
-    async def health() -> tuple[Response, int]:
-        document: dict[str, Any] = await handles.health()
-        return jsonify(document), 200 if document["status"] == "ok" else 503
+    page = dashboard_html()
+    document: dict[str, Any] = openapi_document()
 
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        return jsonify(handles.metrics.snapshot())
+    @app.get("/")
+    async def dashboard() -> Response:
+        response = Response(page, content_type="text/html; charset=utf-8")
+        response.headers["Cache-Control"] = "no-cache"
+        return response
+
+    @app.get("/openapi.json")
+    async def openapi() -> Response:
+        return jsonify(document)
 
     return app

@@ -1,0 +1,134 @@
+"""The admin endpoints: health, metrics, rate-limit status and ``POST /send``.
+
+Every handler answers JSON (the Prometheus scrape excepted). Backend trouble is
+answered 503 with ``{"error": ...}``; each backend call is bounded by a timeout.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Final
+
+import orjson
+import trio
+from quart import Response, jsonify, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from ..errors import BackendError, InvalidNotification, NotificationTooLarge
+from ..limiter import LimitStatus
+from ..metrics import PROMETHEUS_CONTENT_TYPE
+from ..model import MAX_RECORD_BYTES, USER_ID_PATTERN, Notification, validate_document
+from . import AppHandles
+from .responses import json_error
+
+SEND_TIMEOUT_S: Final = 15.0
+"""Limit on handing one notification to the broker (its own timeouts come first)."""
+LIMITER_TIMEOUT_S: Final = 5.0
+"""Limit on one rate-limit status or reset call."""
+
+
+def is_json_content_type(mimetype: str) -> bool:
+    """``application/json`` or any ``+json`` type (parameters such as charset allowed)."""
+    return mimetype == "application/json" or (
+        mimetype.startswith("application/") and mimetype.endswith("+json")
+    )
+
+
+def limit_document(status: LimitStatus) -> dict[str, Any]:
+    """The JSON of ``GET /ratelimit/<user_id>``."""
+    return {
+        "user_id": status.user_id,
+        "limit": status.limit,
+        "window_seconds": status.window_s,
+        "used": status.used,
+        "remaining": status.remaining,
+        "reset_in_seconds": round(status.reset_in_s, 3),
+    }
+
+
+def add_admin_routes(app: QuartTrio, handles: AppHandles) -> None:
+    """Register the admin endpoints on ``app``, closing over ``handles``."""
+
+    @app.get("/health")
+    async def health() -> tuple[Response, int]:
+        document: dict[str, Any] = await handles.health()
+        return jsonify(document), 200 if document["status"] == "ok" else 503
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return jsonify(handles.metrics.snapshot())
+
+    @app.get("/metrics/prometheus")
+    async def metrics_prometheus() -> Response:
+        return Response(handles.metrics.prometheus_text(), content_type=PROMETHEUS_CONTENT_TYPE)
+
+    @app.get("/ratelimit/<user_id>")
+    async def ratelimit_status(user_id: str) -> Response:
+        if not USER_ID_PATTERN.fullmatch(user_id):
+            return _bad_user_id()
+        try:
+            with trio.fail_after(LIMITER_TIMEOUT_S):
+                status = await handles.limiter.status(user_id)
+        except (BackendError, trio.TooSlowError) as exc:
+            return json_error(503, f"rate-limit store unavailable: {exc or 'timeout'}")
+        return jsonify(limit_document(status))
+
+    @app.delete("/ratelimit/<user_id>")
+    async def ratelimit_reset(user_id: str) -> Response:
+        if not USER_ID_PATTERN.fullmatch(user_id):
+            return _bad_user_id()
+        try:
+            with trio.fail_after(LIMITER_TIMEOUT_S):
+                await handles.limiter.reset(user_id)
+                status = await handles.limiter.status(user_id)
+        except (BackendError, trio.TooSlowError) as exc:
+            return json_error(503, f"rate-limit store unavailable: {exc or 'timeout'}")
+        return jsonify(limit_document(status))
+
+    @app.post("/send")
+    async def send() -> Response:
+        parsed = await _read_notification()
+        if isinstance(parsed, Response):
+            return parsed
+        value = parsed.to_json()
+        if len(value) > MAX_RECORD_BYTES:
+            return json_error(413, f"record is larger than {MAX_RECORD_BYTES} bytes", field=None)
+        item = (parsed.user_id.encode(), value, [("source", b"http")])
+        try:
+            with trio.fail_after(SEND_TIMEOUT_S):
+                await handles.publisher.publish_many(handles.settings.kafka_topic, [item])
+        except (BackendError, trio.TooSlowError) as exc:
+            return json_error(503, f"broker unavailable: {exc or 'timeout'}")
+        response = jsonify(id=parsed.id, status="queued")
+        response.status_code = 202
+        return response
+
+
+def _bad_user_id() -> Response:
+    return json_error(400, "user_id must be 1-128 letters, digits or _.:@-", field="user_id")
+
+
+async def _read_notification() -> Notification | Response:
+    """The request's notification, or the error response to answer instead."""
+    if not is_json_content_type(request.mimetype):
+        return json_error(415, "Content-Type must be application/json", field=None)
+    if request.headers.get("Content-Encoding", "identity").lower() != "identity":
+        return json_error(415, "Content-Encoding is not supported", field=None)
+    too_large = json_error(413, f"body is larger than {MAX_RECORD_BYTES} bytes", field=None)
+    try:
+        body = await request.get_data(cache=False, as_text=False)
+    except RequestEntityTooLarge:
+        return too_large
+    if len(body) > MAX_RECORD_BYTES:
+        return too_large
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return json_error(415, f"body is not valid JSON: {exc}", field=None)
+    try:
+        return validate_document(document, default_id=uuid.uuid4().hex)
+    except NotificationTooLarge as exc:
+        return json_error(413, exc.reason, field=exc.field)
+    except InvalidNotification as exc:
+        return json_error(400, exc.reason, field=exc.field)
