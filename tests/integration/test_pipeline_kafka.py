@@ -40,9 +40,10 @@ async def run_until(service: Service, processed: int, timeout_s: float = 90.0) -
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         await nursery.start(service.serve, stop)
-        with trio.fail_after(timeout_s):
+        with trio.fail_after(timeout_s), service.hub.subscribe(capacity=100_000) as feed:
+            # Counted before published: each event wakes us after the count moved.
             while service.metrics.processed < processed:
-                await trio.sleep(0.05)
+                await feed.receive()
         stop.set()
 
 
