@@ -107,6 +107,50 @@ def _cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
+    from .events import parse_event_filter
+    from .watch import Tally, WatchError, WatchOptions, run_watch_until_signalled
+
+    try:
+        parse_event_filter(args.event)
+    except ValueError as exc:
+        print(f"pushtrio watch: {exc}", file=sys.stderr)
+        return 2
+    options = WatchOptions(
+        url=args.url or f"ws://127.0.0.1:{settings.port}",
+        user_id=args.user_id,
+        events=args.event,
+        token=settings.admin_token if args.token is None else args.token,
+        count=args.count,
+        raw_json=args.json,
+    )
+    tally = Tally()
+    status = 0
+    try:
+        trio.run(
+            run_watch_until_signalled,
+            options,
+            tally,
+            lambda line: print(line, flush=True),
+            lambda line: print(line, file=sys.stderr, flush=True),
+        )
+    except* WatchError as group:
+        for error in group.exceptions:
+            print(f"pushtrio watch: {error}", file=sys.stderr)
+        status = 1
+    except* KeyboardInterrupt:
+        tally.close_reason = "interrupted"
+    print(tally.summary(), file=sys.stderr)
+    return status
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("expected a count >= 0")
+    return value
+
+
 def _share(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
@@ -142,6 +186,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     produce.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     produce.set_defaults(run=_cmd_produce)
+    watch = commands.add_parser("watch", help="follow the live outcome feed (WS /ws/events)")
+    watch.add_argument("--url", default="", help="service URL (default: ws://127.0.0.1:$PORT)")
+    watch.add_argument("--user-id", default="", help="only this user's outcomes")
+    watch.add_argument(
+        "--event", default="", help="only these kinds, comma-separated (e.g. delivered,failed)"
+    )
+    watch.add_argument("--token", default=None, help="admin token (default: $ADMIN_TOKEN)")
+    watch.add_argument(
+        "-n", "--count", type=_count, default=0, help="stop after N outcomes (0: never)"
+    )
+    watch.add_argument("--json", action="store_true", help="print the raw JSON frames")
+    watch.set_defaults(run=_cmd_watch)
     return parser
 
 

@@ -20,7 +20,7 @@ from ..limiter import LimitStatus
 from ..metrics import PROMETHEUS_CONTENT_TYPE
 from ..model import MAX_RECORD_BYTES, USER_ID_PATTERN, Notification, validate_document
 from . import AppHandles
-from .responses import json_error
+from .responses import bad_user_id, json_error
 
 SEND_TIMEOUT_S: Final = 15.0
 """Limit on handing one notification to the broker (its own timeouts come first)."""
@@ -66,7 +66,7 @@ def add_admin_routes(app: QuartTrio, handles: AppHandles) -> None:
     @app.get("/ratelimit/<user_id>")
     async def ratelimit_status(user_id: str) -> Response:
         if not USER_ID_PATTERN.fullmatch(user_id):
-            return _bad_user_id()
+            return bad_user_id()
         try:
             with trio.fail_after(LIMITER_TIMEOUT_S):
                 status = await handles.limiter.status(user_id)
@@ -77,7 +77,7 @@ def add_admin_routes(app: QuartTrio, handles: AppHandles) -> None:
     @app.delete("/ratelimit/<user_id>")
     async def ratelimit_reset(user_id: str) -> Response:
         if not USER_ID_PATTERN.fullmatch(user_id):
-            return _bad_user_id()
+            return bad_user_id()
         try:
             with trio.fail_after(LIMITER_TIMEOUT_S):
                 await handles.limiter.reset(user_id)
@@ -103,10 +103,6 @@ def add_admin_routes(app: QuartTrio, handles: AppHandles) -> None:
         response = jsonify(id=parsed.id, status="queued")
         response.status_code = 202
         return response
-
-
-def _bad_user_id() -> Response:
-    return json_error(400, "user_id must be 1-128 letters, digits or _.:@-", field="user_id")
 
 
 async def _read_notification() -> Notification | Response:

@@ -22,7 +22,7 @@ from quart_trio import QuartTrio
 
 from ..events import DEFAULT_CAPACITY, EventHub, parse_event_filter
 from ..model import USER_ID_PATTERN
-from .responses import json_error
+from .responses import bad_user_id, json_error
 
 FEED_CAPACITY: Final = DEFAULT_CAPACITY
 """Events one connection may fall behind by before its oldest are dropped."""
@@ -35,7 +35,7 @@ def add_feed_route(app: QuartTrio, hub: EventHub) -> None:
     async def events() -> Response | None:
         user_id = websocket.args.get("user_id", "").strip()
         if user_id and not USER_ID_PATTERN.fullmatch(user_id):
-            return json_error(400, "user_id must be 1-128 letters, digits or _.:@-", field="user_id")
+            return bad_user_id()
         try:
             kinds = parse_event_filter(",".join(websocket.args.getlist("event")))
         except ValueError as exc:

@@ -62,7 +62,7 @@ _SCHEMAS: dict[str, Any] = {
         "description": "At least one of title and body. Unknown fields are ignored; "
         f"the whole body is at most {MAX_RECORD_BYTES} bytes.",
         "properties": {
-            "id": {"type": "string", "maxLength": MAX_ID_CHARS, "description": "generated if absent"},
+            "id": {"type": "string", "maxLength": MAX_ID_CHARS, "description": "made if absent"},
             "user_id": _ref("UserId"),
             "type": {"type": "string", "maxLength": MAX_TYPE_CHARS, "default": "push"},
             "title": {"type": "string", "maxLength": MAX_TITLE_CHARS},
@@ -263,19 +263,19 @@ def openapi_document() -> dict[str, Any]:
     """A fresh copy of the OpenAPI 3.1 document."""
     return copy.deepcopy(
         {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "pushtrio",
-            "version": __version__,
-            "description": "Admin API and live feed of the pushtrio notification service. "
-            "When ADMIN_TOKEN is set, every endpoint but /health and / needs "
-            "`Authorization: Bearer <token>`.",
-        },
-        "paths": _PATHS,
-        "components": {
-            "schemas": _SCHEMAS,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        },
-        "security": [{"bearer": []}],
+            "openapi": "3.1.0",
+            "info": {
+                "title": "pushtrio",
+                "version": __version__,
+                "description": "Admin API and live feed of the pushtrio notification service. "
+                "When ADMIN_TOKEN is set, every endpoint but /health and / needs "
+                "`Authorization: Bearer <token>`.",
+            },
+            "paths": _PATHS,
+            "components": {
+                "schemas": _SCHEMAS,
+                "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            },
+            "security": [{"bearer": []}],
         }
     )

@@ -16,7 +16,11 @@ _NO_FIELD: Any = object()
 
 
 def json_error(
-    status: int, message: str, *, field: str | None = _NO_FIELD, headers: dict[str, str] | None = None
+    status: int,
+    message: str,
+    *,
+    field: str | None = _NO_FIELD,
+    headers: dict[str, str] | None = None,
 ) -> Response:
     """A JSON error response: ``{"error": message}`` (and ``"field"`` when one is given)."""
     document: dict[str, Any] = {"error": message}
@@ -27,6 +31,11 @@ def json_error(
     for name, value in (headers or {}).items():
         response.headers[name] = value
     return response
+
+
+def bad_user_id() -> Response:
+    """400 for a ``user_id`` (path or query) outside the message contract's pattern."""
+    return json_error(400, "user_id must be 1-128 letters, digits or _.:@-", field="user_id")
 
 
 def _target() -> str:

@@ -1,0 +1,194 @@
+"""``pushtrio watch``: URL building, line format, and the client against a served feed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import trio
+
+from pushtrio.watch import Tally, WatchError, WatchOptions, feed_url, format_event, run_watch
+
+from .conftest import TOKEN, Running, free_port, notification, wait_until
+
+
+def test_feed_url() -> None:
+    assert feed_url("ws://127.0.0.1:8080") == "ws://127.0.0.1:8080/ws/events"
+    assert feed_url("ws://h:1/") == "ws://h:1/ws/events"
+    assert feed_url("http://h:1") == "ws://h:1/ws/events"
+    assert feed_url("https://h") == "wss://h/ws/events"
+    assert (
+        feed_url("ws://h:1", user_id="u1", events="delivered,failed")
+        == "ws://h:1/ws/events?user_id=u1&event=delivered%2Cfailed"
+    )
+    assert feed_url("ws://h:1/feed?x=1", user_id="a@b") == "ws://h:1/feed?x=1&user_id=a%40b"
+    for bad in ("ftp://h", "h:8080", ""):
+        with pytest.raises(WatchError):
+            feed_url(bad)
+
+
+def test_format_event() -> None:
+    delivered = {
+        "event": "delivered",
+        "id": "n-1",
+        "user_id": "u1",
+        "provider": "fcm",
+        "priority": 2,
+        "attempts": 1,
+        "latency_ms": 4.2,
+        "error": None,
+        "ts": 1_700_000_000.25,
+    }
+    line = format_event(delivered)
+    assert "delivered" in line
+    assert "n-1" in line
+    assert "user=u1" in line
+    assert "fcm" in line
+    assert "p2" in line
+    assert "4.2ms" in line
+    assert "error" not in line
+    assert ".250  " in line  # milliseconds of the outcome's own time
+    failed = format_event(delivered | {"event": "failed", "error": "fcm: unregistered"})
+    assert failed.endswith("error=fcm: unregistered")
+    assert "37 older events lost" in format_event({"event": "dropped", "count": 37})
+
+
+def test_tally_summary() -> None:
+    tally = Tally()
+    for kind in ("delivered", "delivered", "failed"):
+        tally.add({"event": kind})
+    tally.add({"event": "dropped", "count": 5})
+    assert tally.total == 3
+    summary = tally.summary()
+    assert summary.startswith("3 outcomes in ")
+    assert "delivered 2, failed 1" in summary
+    assert "5 dropped" in summary
+
+
+async def test_watch_prints_the_filtered_outcomes_and_stops_at_count(secured: Running) -> None:
+    lines: list[str] = []
+    notices: list[str] = []
+    tally = Tally()
+    options = WatchOptions(url=secured.http, user_id="gina", token=TOKEN, count=3)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery, secured.client() as client:
+            nursery.start_soon(run_watch, options, tally, lines.append, notices.append)
+            await wait_until(lambda: bool(notices), what="the feed to open")
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+            for i in range(5):
+                for user in ("gina", "hank"):
+                    document = notification(user, id=f"{user}-{i}")
+                    response = await client.post("/send", json=document, headers=headers)
+                    assert response.status_code == 202
+        # run_watch returned by itself after 3 outcomes
+    assert notices == [f"watching {secured.ws}/ws/events?user_id=gina (Ctrl-C to stop)"]
+    assert len(lines) == 3
+    assert all("user=gina" in line and "delivered" in line for line in lines)
+    assert tally.counts == {"delivered": 3}
+
+
+async def test_watch_reports_a_closed_feed(served: Running) -> None:
+    tally = Tally()
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            notices: list[str] = []
+            nursery.start_soon(run_watch, WatchOptions(url=served.ws), tally, print, notices.append)
+            await wait_until(lambda: bool(notices), what="the feed to open")
+            served.stop.set()  # shutting down closes the feed with 1001
+    assert tally.close_reason.startswith("feed closed by the server: 1001")
+
+
+class WatchProcess:
+    """``python -m pushtrio watch`` as a child process with its output collected."""
+
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        self.stdout = b""
+        self.stderr = b""
+
+    async def read(self, nursery: trio.Nursery) -> None:
+        async def pump(stream: trio.abc.ReceiveStream, name: str) -> None:
+            async for chunk in stream:
+                setattr(self, name, getattr(self, name) + chunk)
+
+        assert self.process.stdout is not None
+        assert self.process.stderr is not None
+        nursery.start_soon(pump, self.process.stdout, "stdout")
+        nursery.start_soon(pump, self.process.stderr, "stderr")
+
+
+async def start_watch(nursery: trio.Nursery, *args: str, token: str = "") -> WatchProcess:
+    env = {**os.environ, "ADMIN_TOKEN": token, "PYTHONUNBUFFERED": "1"}
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "pushtrio", "watch", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    watcher = WatchProcess(process)
+    await watcher.read(nursery)
+    return watcher
+
+
+async def test_the_command_prints_a_summary_on_ctrl_c(secured: Running) -> None:
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery, secured.client() as client:
+            watcher = await start_watch(nursery, "--url", secured.ws, token=TOKEN)
+            await wait_until(lambda: b"watching" in watcher.stderr, what="watch to connect")
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+            await client.post("/send", json=notification("ivy"), headers=headers)
+            expired = notification("ivy", expires_at="2001-01-01T00:00:00Z")
+            await client.post("/send", json=expired, headers=headers)
+            await wait_until(lambda: watcher.stdout.count(b"\n") == 2, what="2 lines")
+            watcher.process.send_signal(signal.SIGINT)
+            status = await watcher.process.wait()
+    assert status == 0
+    summary = watcher.stderr.decode().strip().splitlines()[-1]
+    assert summary.startswith("2 outcomes in ")
+    assert "delivered 1, expired 1" in summary
+    assert summary.endswith("interrupted")
+
+
+async def test_the_command_fails_clearly_on_a_wrong_token(secured: Running) -> None:
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            watcher = await start_watch(nursery, "--url", secured.ws, "--token", "wrong")
+            status = await watcher.process.wait()
+        async with trio.open_nursery() as nursery:
+            bad_filter = await start_watch(nursery, "--url", secured.ws, "--event", "sent")
+            filter_status = await bad_filter.process.wait()
+    assert status == 1
+    assert b"refused the feed: 401 missing or invalid admin token" in watcher.stderr
+    assert filter_status == 2
+    assert b"unknown event 'sent'" in bad_filter.stderr
+
+
+async def test_watch_raises_watch_error_when_the_feed_cannot_open(secured: Running) -> None:
+    closed_port = f"ws://127.0.0.1:{free_port()}"
+    cases = [
+        (WatchOptions(url=closed_port), "cannot connect to"),
+        (WatchOptions(url=secured.ws, token="wrong"), "refused the feed: 401"),
+        (WatchOptions(url=secured.ws, token=TOKEN, events="bogus"), "refused the feed: 400"),
+    ]
+    with trio.fail_after(30):
+        for options, message in cases:
+            with pytest.raises(WatchError, match=message):
+                await run_watch(options, Tally())
+
+
+async def test_the_command_prints_a_summary_on_sigterm(served: Running) -> None:
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery, served.client() as client:
+            watcher = await start_watch(nursery, "--url", served.ws)
+            await wait_until(lambda: b"watching" in watcher.stderr, what="watch to connect")
+            await client.post("/send", json=notification("jo"))
+            await wait_until(lambda: watcher.stdout.count(b"\n") == 1, what="1 line")
+            watcher.process.send_signal(signal.SIGTERM)
+            status = await watcher.process.wait()
+    assert status == 0
+    summary = watcher.stderr.decode().strip().splitlines()[-1]
+    assert summary.startswith("1 outcome in ")
+    assert summary.endswith("; terminated")
