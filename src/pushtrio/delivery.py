@@ -10,6 +10,7 @@ not if it did not; the caller turns that into an outcome.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -88,6 +89,7 @@ async def deliver(
     retry_delay_s: float,
     timeout_s: float,
     rng: random.Random | None = None,
+    start_attempt: int = 1,
 ) -> DeliveryResult:
     """Send ``notification`` through ``provider``, retrying transient failures.
 
@@ -105,7 +107,9 @@ async def deliver(
     if retry_attempts < 0:
         raise ValueError(f"retry_attempts must be >= 0, not {retry_attempts}")
     started = trio.current_time()
-    attempt = 1
+    attempt = start_attempt
+    if attempt > 1:
+        await trio.sleep(backoff_delay_s(attempt - 1, retry_delay_s, rng))
     while True:
         failure = await _attempt(provider, notification, attempt, timeout_s)
         if failure is None:
@@ -121,6 +125,23 @@ async def deliver(
             )
         await trio.sleep(backoff_delay_s(attempt, retry_delay_s, rng))
         attempt += 1
+
+
+async def first_attempts(
+    provider: Provider, notifications: Sequence[Notification], *, timeout_s: float
+) -> list[tuple[str, bool] | None]:
+    """The first attempt of many notifications in one provider call.
+
+    Per notification: None on success, else ``(error, permanent)``. Running out of
+    ``timeout_s`` fails them all transiently. Cancellation propagates.
+    """
+    with trio.move_on_after(timeout_s):
+        results = await provider.send_many(notifications, 1)
+        return [
+            None if exc is None else (exc.reason, isinstance(exc, PermanentProviderError))
+            for exc in results
+        ]
+    return [(f"timeout after {timeout_s:g}s", False)] * len(notifications)
 
 
 def _since_ms(started: float) -> float:

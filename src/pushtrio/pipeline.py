@@ -1,15 +1,17 @@
 """The worker pipeline: every record in, exactly one outcome out.
 
-    batch_recv ──> workers (WORKER_COUNT) ──> deliveries (one task per message) ──┐
-                     │ decode + validate, expired?, duplicate?, rate limit         │
-                     └──── immediate outcomes ─────────────────────────> settle_recv ─> settler
+    batch_recv ──> workers (WORKER_COUNT, one batch at a time) ──────────> settle_recv ──> settler
+                     decode + validate, expired?, duplicate?, rate limit,      ^
+                     first attempt: one provider call per provider             |
+                     └── transient failures ──> retry tasks (back-off) ────────┘
 
-Workers take whole batches: one dedup look-up and one limiter round trip per batch.
-Each allowed notification is delivered in its own task (bounded by ``max_in_flight``)
-so a message waiting out a retry back-off never holds up the others. The settler
-takes outcomes in bulk: it records delivered ids for dedup, writes dead letters,
-counts, publishes live events and only then settles the records with the source,
-which lets their offsets be committed.
+Workers take whole batches: one dedup look-up, one limiter round trip and one
+provider call per provider per batch (as FCM's batch send and APNs's multiplexed
+HTTP/2 streams do). A notification that fails transiently is retried in a task of
+its own (bounded by ``max_in_flight``), so back-off waits never hold up a worker.
+The settler takes outcomes in bulk: it records delivered ids for dedup, writes dead
+letters, counts, publishes live events and only then settles the records with the
+source, which lets their offsets be committed.
 
 A backend that is down (Redis, the dead-letter topic) stalls the affected stage with
 back-off instead of losing or wrongly passing messages; it resumes by itself.
@@ -28,7 +30,7 @@ import orjson
 import trio
 
 from .dedup import DedupStore
-from .delivery import deliver
+from .delivery import deliver, first_attempts
 from .errors import BackendError, InvalidNotification
 from .events import EventHub
 from .limiter import Limiter
@@ -131,9 +133,11 @@ class Pipeline:
                 settled.append((record, self._invalid(record, default_id, exc)))
                 continue
             if notification.is_expired(now):
-                settled.append((record, _outcome(OutcomeKind.EXPIRED, notification, record)))
+                outcome = _outcome(OutcomeKind.EXPIRED, notification, record, started=started)
+                settled.append((record, outcome))
             elif notification.id in ids_in_batch:
-                settled.append((record, _outcome(OutcomeKind.DUPLICATE, notification, record)))
+                outcome = _outcome(OutcomeKind.DUPLICATE, notification, record, started=started)
+                settled.append((record, outcome))
             else:
                 ids_in_batch.add(notification.id)
                 candidates.append((record, notification))
@@ -144,22 +148,75 @@ class Pipeline:
             fresh = []
             for (record, notification), was_seen in zip(candidates, seen, strict=True):
                 if was_seen:
-                    settled.append((record, _outcome(OutcomeKind.DUPLICATE, notification, record)))
+                    outcome = _outcome(OutcomeKind.DUPLICATE, notification, record, started=started)
+                    settled.append((record, outcome))
                 else:
                     fresh.append((record, notification))
             allowed = await self._with_backoff(
                 "rate limit",
                 lambda: self._limiter.acquire_many([(n.user_id, n.id) for _, n in fresh]),
             )
+            to_deliver = []
             for (record, notification), ok in zip(fresh, allowed, strict=True):
                 if ok:
-                    await self._slots.acquire()
-                    work.start_soon(self._deliver, record, notification, settle_send, started)
+                    to_deliver.append((record, notification))
                 else:
-                    outcome = _outcome(OutcomeKind.RATE_LIMITED, notification, record)
+                    outcome = _outcome(
+                        OutcomeKind.RATE_LIMITED, notification, record, started=started
+                    )
                     settled.append((record, outcome))
+            retries = await self._deliver_batch(to_deliver, settled, started)
+            for record, notification in retries:
+                await self._slots.acquire()
+                work.start_soon(self._retry, record, notification, settle_send, started)
         if settled:
             await settle_send.send(settled)
+
+    async def _deliver_batch(
+        self, items: list[tuple[Record, Notification]], settled: Settled, started: float
+    ) -> list[tuple[Record, Notification]]:
+        """First attempts, one provider call per provider; returns what is worth a retry."""
+        by_provider: dict[str, list[tuple[Record, Notification]]] = {}
+        for record, notification in items:
+            by_provider.setdefault(notification.provider, []).append((record, notification))
+        retries: list[tuple[Record, Notification]] = []
+        if len(by_provider) == 1:
+            [(name, group)] = by_provider.items()
+            await self._first_attempt(name, group, settled, retries, started)
+        elif by_provider:
+            async with trio.open_nursery() as nursery:
+                for name, group in by_provider.items():
+                    nursery.start_soon(self._first_attempt, name, group, settled, retries, started)
+        return retries
+
+    async def _first_attempt(
+        self,
+        name: str,
+        group: list[tuple[Record, Notification]],
+        settled: Settled,
+        retries: list[tuple[Record, Notification]],
+        started: float,
+    ) -> None:
+        provider = self._providers[name]
+        notifications = [n for _, n in group]
+        try:
+            results = await first_attempts(
+                provider, notifications, timeout_s=self._options.provider_timeout_s
+            )
+        except Exception as exc:  # the per-message boundary, for a whole provider call
+            log.exception("provider %s crashed", name)
+            results = [(f"internal error: {exc!r}", True)] * len(group)
+        can_retry = self._options.retry_attempts > 0
+        for (record, notification), failure in zip(group, results, strict=True):
+            if failure is None:
+                kind, error = OutcomeKind.DELIVERED, ""
+            elif can_retry and not failure[1]:
+                retries.append((record, notification))
+                continue
+            else:
+                kind, error = OutcomeKind.FAILED, failure[0]
+            outcome = _outcome(kind, notification, record, attempts=1, error=error, started=started)
+            settled.append((record, outcome))
 
     def _invalid(self, record: Record, default_id: str, exc: InvalidNotification) -> Outcome:
         reason = exc.reason if exc.field is None else f"{exc.field}: {exc.reason}"
@@ -173,13 +230,14 @@ class Pipeline:
             offset=record.offset,
         )
 
-    async def _deliver(
+    async def _retry(
         self,
         record: Record,
         notification: Notification,
         settle_send: trio.MemorySendChannel[Settled],
         started: float,
     ) -> None:
+        """Retries after a transient first failure, in a task of their own (back-off waits)."""
         try:
             provider = self._providers[notification.provider]
             result = await deliver(
@@ -188,6 +246,7 @@ class Pipeline:
                 retry_attempts=self._options.retry_attempts,
                 retry_delay_s=self._options.retry_delay_s,
                 timeout_s=self._options.provider_timeout_s,
+                start_attempt=2,
             )
             kind = OutcomeKind.DELIVERED if result.ok else OutcomeKind.FAILED
             attempts, error = result.attempts, result.error

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
+from ..errors import ProviderError
 from ..model import Notification
 from .mock import FAILURE_MIX, MockProvider, ProviderStats, build_providers, provider_seed
 
@@ -18,6 +20,16 @@ class Provider(Protocol):
     name: str
 
     async def send(self, notification: Notification, attempt: int) -> None: ...
+
+    async def send_many(
+        self, notifications: Sequence[Notification], attempt: int
+    ) -> list[ProviderError | None]:
+        """Deliver many in one call; per notification, None on success or its error.
+
+        Real providers batch (FCM's batch send, APNs streams multiplexed on one
+        HTTP/2 connection), so the pipeline makes every first attempt this way.
+        """
+        ...
 
 
 @runtime_checkable

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import trio
 
-from ..errors import PermanentProviderError, TransientProviderError
+from ..errors import PermanentProviderError, ProviderError, TransientProviderError
 from ..model import Notification
 
 if TYPE_CHECKING:
@@ -125,11 +126,30 @@ class MockProvider:
         failure. On cancellation (during the simulated latency) trio.Cancelled
         propagates and the call is not counted in :meth:`stats`.
         """
+        await self._wait()
+        failure = self._decide(notification, attempt)
+        if failure is not None:
+            raise failure
+
+    async def send_many(
+        self, notifications: Sequence[Notification], attempt: int
+    ) -> list[ProviderError | None]:
+        """Pretend to deliver many in one call (like FCM's batch send or APNs over HTTP/2).
+
+        One simulated latency for the whole call; per notification, None on
+        success or the error it met. Cancellation behaves as in :meth:`send`.
+        """
+        await self._wait()
+        return [self._decide(notification, attempt) for notification in notifications]
+
+    async def _wait(self) -> None:
         if self.latency_s > 0:
             await trio.sleep(self.latency_s)
         else:
-            # Keep send a checkpoint even at zero latency, like any real I/O call.
+            # Keep every call a checkpoint even at zero latency, like any real I/O call.
             await trio.lowlevel.checkpoint()
+
+    def _decide(self, notification: Notification, attempt: int) -> ProviderError | None:
         if self.seed is None:
             outcome_draw, failure_draw = _unseeded.random(), _unseeded.random()
         else:
@@ -139,14 +159,14 @@ class MockProvider:
                 self._journal.write(f"{self.name} {notification.id}\n".encode())
             self._sent += 1
             self._consecutive_failures = 0
-            return
+            return None
         self._consecutive_failures += 1
         reason, permanent = _failure(failure_draw)
         if permanent:
             self._failed_permanent += 1
-            raise PermanentProviderError(self.name, reason)
+            return PermanentProviderError(self.name, reason)
         self._failed_transient += 1
-        raise TransientProviderError(self.name, reason)
+        return TransientProviderError(self.name, reason)
 
     @property
     def healthy(self) -> bool:
