@@ -75,4 +75,3 @@ class RssSampler:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=2.0)
-

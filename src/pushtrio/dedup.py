@@ -13,12 +13,12 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis
 import trio
 
-from .redis_client import run_redis
+from .redis_client import execute_many, run_redis
 
 KEY_PREFIX = "dedup:"
 
@@ -95,16 +95,22 @@ class RedisDedup:
     def _exists(self, ids: Sequence[str]) -> list[int]:
         # A pipeline must not be shared between threads: one per call. EXISTS per
         # key rather than one multi-key EXISTS keeps each command on one slot.
-        with self._client.pipeline(transaction=False) as pipe:
-            for message_id in ids:
-                pipe.exists(dedup_key(message_id))
-            return pipe.execute()
+        replies = execute_many(self._client, [("EXISTS", dedup_key(i)) for i in ids])
+        _raise_first_error(replies)
+        return replies
 
     def _set(self, ids: Sequence[str]) -> None:
-        with self._client.pipeline(transaction=False) as pipe:
-            for message_id in ids:
-                pipe.set(dedup_key(message_id), b"1", px=self._ttl_ms)
-            pipe.execute()
+        ttl_ms = self._ttl_ms
+        replies = execute_many(
+            self._client, [("SET", dedup_key(i), b"1", "PX", ttl_ms) for i in ids]
+        )
+        _raise_first_error(replies)
+
+
+def _raise_first_error(replies: list[Any]) -> None:
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
 
 
 class MemoryDedup:

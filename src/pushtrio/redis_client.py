@@ -15,9 +15,9 @@ server accepts connections but never answers.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
 import trio
@@ -91,6 +91,53 @@ async def open_redis(settings: Settings) -> AsyncIterator[redis.Redis]:
         client.close()
 
 
+def pack_commands(commands: Sequence[Sequence[bytes | str | int]]) -> bytes:
+    """The RESP encoding of ``commands``, all in one buffer."""
+    parts: list[bytes] = []
+    for command in commands:
+        parts.append(b"*%d\r\n" % len(command))
+        for arg in command:
+            if isinstance(arg, str):
+                data = arg.encode()
+            elif isinstance(arg, int):
+                data = b"%d" % arg
+            else:
+                data = arg
+            parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+def execute_many(client: redis.Redis, commands: Sequence[Sequence[bytes | str | int]]) -> list[Any]:
+    """Send ``commands`` in one write and read every reply (blocking; run it in a thread).
+
+    A lean pipeline for the hot path: redis-py's own pipeline spends more time
+    building commands than Redis spends running them (measured ~6 us against
+    ~3 us per EXISTS with 250 commands). Error replies come back as exception
+    objects in their place; a broken connection is retried once on a fresh one
+    (every command sent this way is idempotent) and then raised.
+    """
+    payload = [pack_commands(commands)]
+    pool = client.connection_pool
+    for attempt in (1, 2):
+        connection = pool.get_connection()
+        try:
+            connection.send_packed_command(payload)  # type: ignore[no-untyped-call]
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(connection.read_response())
+                except redis.ResponseError as exc:
+                    replies.append(exc)
+            return replies
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            connection.disconnect()  # type: ignore[no-untyped-call]
+            if attempt == 2:
+                raise redis.ConnectionError(str(exc)) from exc
+        finally:
+            pool.release(connection)
+    raise AssertionError("unreachable")
+
+
 async def run_redis(call: Callable[[], T]) -> T:
     """Run the blocking ``call`` in a worker thread and return its result.
 
@@ -109,7 +156,9 @@ __all__ = [
     "HEALTH_CHECK_INTERVAL_S",
     "SOCKET_TIMEOUT_S",
     "connect",
+    "execute_many",
     "open_redis",
+    "pack_commands",
     "parse_addr",
     "run_redis",
 ]

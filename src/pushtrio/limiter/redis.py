@@ -24,7 +24,7 @@ import trio
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
-from ..redis_client import run_redis
+from ..redis_client import execute_many, run_redis
 from . import LimitStatus
 
 KEY_PREFIX = "rate_limit:"
@@ -168,11 +168,7 @@ class RedisLimiter:
         return replies
 
     def _pipeline(self, sha: str, calls: Sequence[_ScriptCall]) -> list[Any]:
-        # A pipeline must not be shared between threads: one per batch.
-        with self._client.pipeline(transaction=False) as pipe:
-            for key, args in calls:
-                pipe.evalsha(sha, 1, key, *args)
-            return pipe.execute(raise_on_error=False)
+        return execute_many(self._client, [("EVALSHA", sha, 1, key, *args) for key, args in calls])
 
 
 __all__ = ["KEY_PREFIX", "RedisLimiter", "rate_limit_key"]

@@ -1,0 +1,290 @@
+"""``python -m benchmarks``: measure pushtrio against the kafka-python ceiling in one run.
+
+    python -m benchmarks                      full run (200,000 records, 20 s per rate)
+    python -m benchmarks --quick              about two minutes
+    python -m benchmarks --json out.json --markdown BENCHMARKS.md
+    python -m benchmarks --from-json out.json --markdown BENCHMARKS.md   (re-render only)
+
+Starts Redis and Kafka with scripts/services.sh if they do not answer (and stops
+them at the end only then); every ``pushtrio serve`` it starts is stopped on any
+exit, Ctrl-C and SIGTERM included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shlex
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from pushtrio.produce import ProduceOptions, generate
+
+from . import report
+from .ceiling import measure_ceiling
+from .context import Bench
+from .environment import Services, kafka_addr, machine_info, redis_addr
+from .kafka_io import Kafka
+from .latency import run_latency
+from .pipeline import run_throughput
+from .serve import BenchmarkError
+from .stats import rate_limit_for_third
+
+PHASES = ("ceiling", "pipeline", "mix", "latency")
+QUICK_MESSAGES = 50_000
+QUICK_LATENCY_S = 5.0
+MIX_USERS = 10_000
+MIX_INVALID = 0.02
+MIX_EXPIRED = 0.01
+MIX_SETTINGS = {
+    "PROVIDER_LATENCY": "5ms",
+    "PROVIDER_SUCCESS_RATE": "0.95",
+    "RETRY_DELAY": "50ms",
+    "RATE_LIMIT_WINDOW": "1h",
+}
+LATENCY_SETTINGS = {"PROVIDER_LATENCY": "5ms", "PROVIDER_SUCCESS_RATE": "1"}
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Throughput, latency and memory of pushtrio serve against the ceiling "
+        "of a bare kafka-python consumer, on real Kafka and Redis.",
+    )
+    parser.add_argument(
+        "--messages",
+        type=int,
+        help=f"records per throughput phase (default 200,000; {QUICK_MESSAGES:,} with --quick)",
+    )
+    parser.add_argument("--quick", action="store_true", help="a short run (about two minutes)")
+    parser.add_argument(
+        "--rates",
+        default="1000,5000",
+        help="offered rates of the latency phase, msg/s (default 1000,5000)",
+    )
+    parser.add_argument(
+        "--latency-seconds",
+        type=float,
+        help=f"seconds per offered rate (default 20; {QUICK_LATENCY_S:g} with --quick)",
+    )
+    parser.add_argument(
+        "--phases",
+        default=",".join(PHASES),
+        help=f"which phases to run (default {','.join(PHASES)})",
+    )
+    parser.add_argument("--json", type=Path, help="write all figures as JSON to this path")
+    parser.add_argument(
+        "--markdown",
+        type=Path,
+        help="write the figures section of this markdown file (BENCHMARKS.md)",
+    )
+    parser.add_argument(
+        "--from-json", type=Path, help="do not measure: print and render a saved JSON document"
+    )
+    parser.add_argument(
+        "--serve-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for every pushtrio serve (repeatable), e.g. WORKER_COUNT=20",
+    )
+    parser.add_argument(
+        "--redis-db",
+        type=int,
+        default=9,
+        help="Redis database the benchmark flushes and uses (default 9)",
+    )
+    parser.add_argument(
+        "--keep-logs", action="store_true", help="keep the serve and outcome logs (printed folder)"
+    )
+    args = parser.parse_args(argv)
+    args.phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+    unknown = set(args.phases) - set(PHASES)
+    if unknown:
+        parser.error(f"unknown phase(s) {', '.join(sorted(unknown))}; choose from {PHASES}")
+    try:
+        args.rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    except ValueError:
+        parser.error(f"--rates: expected numbers such as 1000,5000, not {args.rates!r}")
+    if any(r <= 0 for r in args.rates):
+        parser.error("--rates must be positive")
+    if args.messages is None:
+        args.messages = QUICK_MESSAGES if args.quick else 200_000
+    if args.messages < MIX_USERS:
+        parser.error(f"--messages must be at least {MIX_USERS:,} (one per user of the mix)")
+    if args.latency_seconds is None:
+        args.latency_seconds = QUICK_LATENCY_S if args.quick else 20.0
+    args.serve_env_map = {}
+    for item in args.serve_env:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            parser.error(f"--serve-env expects NAME=VALUE, not {item!r}")
+        args.serve_env_map[name] = value
+    return args
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _records(count: int, prefix: str, **shares: Any) -> list[tuple[bytes, bytes]]:
+    options = ProduceOptions(count=count, prefix=prefix, progress=False, seed=42, **shares)
+    return list(generate(options))
+
+
+def run_phases(bench: Bench, args: argparse.Namespace, doc: dict[str, Any]) -> None:
+    """Run the chosen phases in order, adding each one's figures to ``doc``."""
+    console = bench.progress.console
+    n = args.messages
+    timeout_s = 120.0 + n / 500.0
+    records = _records(n, "bench", users=1000)
+    if "ceiling" in args.phases:
+        topic, group = bench.new_topic("ceiling")
+        produce_s = bench.produce(topic, records, "ceiling: produce")
+        task = bench.progress.add_task("ceiling: consume", total=len(records))
+        ceiling = measure_ceiling(
+            bench.kafka_addr,
+            topic,
+            group,
+            len(records),
+            lambda read: bench.progress.update(task, completed=read),
+            timeout_s=timeout_s,
+        )
+        doc["ceiling"] = {**asdict(ceiling), "produce_s": produce_s}
+        console.print(f"ceiling: {report.fmt_rate(ceiling.rate_total)}")
+    if "pipeline" in args.phases:
+        result = run_throughput(bench, "pipeline", records, {}, timeout_s)
+        doc["pipeline"] = asdict(result)
+        if "ceiling" in doc:
+            doc["pipeline"]["ratio_total"] = result.rate_total / doc["ceiling"]["rate_total"]
+            doc["pipeline"]["ratio_processing"] = (
+                result.rate_processing / doc["ceiling"]["rate_read"]
+            )
+        console.print(f"pipeline: {report.fmt_rate(result.rate_total)} incl. start-up")
+    del records
+    if "mix" in args.phases:
+        limit = rate_limit_for_third(n, MIX_USERS, MIX_INVALID + MIX_EXPIRED)
+        mix_records = _records(
+            n, "mix", users=MIX_USERS, invalid_share=MIX_INVALID, expired_share=MIX_EXPIRED
+        )
+        settings = {**MIX_SETTINGS, "RATE_LIMIT_PER_USER": str(limit)}
+        result = run_throughput(bench, "mix", mix_records, settings, timeout_s)
+        doc["mix"] = {**asdict(result), "users": MIX_USERS, "rate_limit_per_user": limit}
+        console.print(f"mix: {report.fmt_rate(result.rate_total)} incl. start-up")
+    if "latency" in args.phases:
+        latency = run_latency(bench, args.rates, args.latency_seconds, LATENCY_SETTINGS)
+        doc["latency"] = asdict(latency)
+        for step in latency.steps:
+            console.print(
+                f"latency at {step.target_rate:,.0f}/s: p99 {report.fmt_ms(step.latency.p99_ms)}"
+            )
+
+
+def measure(args: argparse.Namespace, console: Console, argv: Sequence[str]) -> dict[str, Any]:
+    """One full measuring run; returns the JSON document. Cleans up on any exit."""
+    started = time.perf_counter()
+    doc: dict[str, Any] = {
+        "schema": report.SCHEMA,
+        "command": shlex.join(["python", "-m", "benchmarks", *argv]),
+        "options": {
+            "messages": args.messages,
+            "quick": args.quick,
+            "rates": args.rates,
+            "latency_seconds": args.latency_seconds,
+            "phases": args.phases,
+            "redis_db": args.redis_db,
+            "serve_env": args.serve_env_map,
+        },
+    }
+    workdir = Path(tempfile.mkdtemp(prefix="pushtrio-bench-"))
+    keep_logs = args.keep_logs
+    with contextlib.ExitStack() as stack:
+        services = Services(console)
+        stack.callback(services.close)
+        services.ensure()
+        doc["machine"] = machine_info(redis_addr())
+        kafka = Kafka(kafka_addr())
+        stack.callback(kafka.close)
+        stack.callback(kafka.delete_created_topics)
+        progress = stack.enter_context(
+            Progress(
+                TextColumn("{task.description:<28}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+            )
+        )
+        bench = Bench(
+            kafka_addr=kafka_addr(),
+            redis_addr=redis_addr(),
+            redis_db=args.redis_db,
+            kafka=kafka,
+            workdir=workdir,
+            progress=progress,
+            run_id=uuid.uuid4().hex[:8],
+            serve_overrides=args.serve_env_map,
+        )
+        try:
+            run_phases(bench, args, doc)
+        except BaseException:
+            keep_logs = True
+            raise
+        finally:
+            if keep_logs:
+                console.print(f"serve and outcome logs kept in {workdir}")
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
+    doc["duration_s"] = time.perf_counter() - started
+    doc["targets"] = report.targets(doc)
+    return doc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    console = Console()
+    if args.from_json:
+        doc = report.read_json(args.from_json)
+    else:
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, _raise_interrupt)
+        try:
+            doc = measure(args, console, argv)
+        except BenchmarkError as exc:
+            console.print(f"[red]benchmark failed:[/] {exc}")
+            return 1
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted: child processes stopped[/]")
+            return 130
+    report.print_table(console, doc)
+    console.print(f"run took {float(doc.get('duration_s', 0.0)):.0f} s")
+    if args.json:
+        report.write_json(args.json, doc)
+        console.print(f"figures written to {args.json}")
+    if args.markdown:
+        report.update_markdown(args.markdown, doc)
+        console.print(f"figures section of {args.markdown} updated")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

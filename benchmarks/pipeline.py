@@ -1,0 +1,108 @@
+"""Phases 2 and 3: ``pushtrio serve`` throughput, fast providers and a realistic mix.
+
+Timed from starting the process to the moment the group's committed offsets reach
+the end offsets (polled every POLL_INTERVAL_S), and again from the first outcome
+in the outcome log (the service's start-up excluded).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from rich.progress import TaskID
+
+from .context import Bench, reported_settings
+from .kafka_io import Record, end_offsets
+from .memory import MemoryFigures
+from .serve import BenchmarkError, OutcomeTail, ServeProcess
+from .stats import rate
+
+POLL_INTERVAL_S = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class ThroughputResult:
+    """One ``pushtrio serve`` consuming a pre-produced topic to the end."""
+
+    messages: int
+    produce_s: float
+    total_s: float
+    """Process start to committed offsets == end offsets."""
+    startup_s: float
+    """Process start to the first outcome."""
+    processing_s: float
+    """First outcome to committed offsets == end offsets."""
+    rate_total: float
+    rate_processing: float
+    outcomes: dict[str, int]
+    memory: MemoryFigures
+    settings: dict[str, str]
+
+
+def run_throughput(
+    bench: Bench,
+    phase: str,
+    records: Sequence[Record],
+    overrides: Mapping[str, str],
+    timeout_s: float,
+) -> ThroughputResult:
+    """Produce ``records`` to a fresh topic, then time ``pushtrio serve`` through them.
+
+    Raises BenchmarkError if the service exits or does not finish within ``timeout_s``.
+    The service is stopped (SIGTERM, then SIGKILL) however this returns.
+    """
+    topic, group = bench.new_topic(phase)
+    bench.flush_redis()
+    produce_s = bench.produce(topic, records, f"{phase}: produce")
+    ends = end_offsets(bench.kafka_addr, topic)
+    total = sum(ends.values())
+    task = bench.progress.add_task(f"{phase}: serve", total=total)
+    with bench.start_serve(phase, topic, group, overrides) as serve:
+        finished_wall = _wait_committed(bench, serve, group, ends, task, timeout_s)
+        memory = serve.rss.figures()
+        settings = reported_settings(serve.env)
+    outcomes = OutcomeTail(serve.outcome_log).read_new()
+    if not outcomes:
+        raise BenchmarkError(f"{phase}: offsets were committed but no outcome was logged")
+    first_ts = min(float(outcome["ts"]) for outcome in outcomes)
+    total_s = finished_wall - serve.started_wall
+    processing_s = finished_wall - first_ts
+    return ThroughputResult(
+        messages=total,
+        produce_s=produce_s,
+        total_s=total_s,
+        startup_s=first_ts - serve.started_wall,
+        processing_s=processing_s,
+        rate_total=rate(total, total_s),
+        rate_processing=rate(total, processing_s),
+        outcomes=dict(Counter(str(outcome["event"]) for outcome in outcomes).most_common()),
+        memory=memory,
+        settings=settings,
+    )
+
+
+def _wait_committed(
+    bench: Bench,
+    serve: ServeProcess,
+    group: str,
+    ends: Mapping[int, int],
+    task: TaskID,
+    timeout_s: float,
+) -> float:
+    """Poll the group's commits until every partition reaches its end; return wall time."""
+    deadline = time.perf_counter() + timeout_s
+    committed: dict[int, int] = {}
+    while time.perf_counter() < deadline:
+        serve.check_alive()
+        committed = bench.kafka.committed(group)
+        done = sum(min(committed.get(p, 0), end) for p, end in ends.items())
+        bench.progress.update(task, completed=done)
+        if all(committed.get(p, 0) >= end for p, end in ends.items()):
+            return time.time()
+        time.sleep(POLL_INTERVAL_S)
+    raise BenchmarkError(
+        f"committed offsets {committed} did not reach {dict(ends)} in {timeout_s:.0f}s"
+    )
