@@ -49,8 +49,8 @@ from .serve import BenchmarkError
 from .stats import rate_limit_for_third
 
 PHASES = ("ceiling", "pipeline", "mix", "latency")
-QUICK_MESSAGES = 50_000
-QUICK_LATENCY_S = 5.0
+QUICK_MESSAGES = 100_000
+QUICK_LATENCY_S = 10.0
 MIX_USERS = 10_000
 MIX_INVALID = 0.02
 MIX_EXPIRED = 0.01
@@ -261,7 +261,8 @@ def measure(args: argparse.Namespace, console: Console, argv: Sequence[str]) -> 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    console = Console()
+    # A pipe gets 80 columns by default: too narrow for the table.
+    console = Console(width=None if sys.stdout.isatty() else 120)
     if args.from_json:
         doc = report.read_json(args.from_json)
     else:

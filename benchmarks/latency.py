@@ -115,6 +115,7 @@ def _step(
     latencies_ms = [
         outcomes.ts[key] * 1000.0 - create_ms for key, create_ms in run.create_ms.items()
     ]
+    _save_samples(bench, target_rate, run.create_ms, outcomes.ts)
     last_outcome = max(outcomes.ts[key] for key in ids)
     last_create = max(run.create_ms.values()) / 1000.0
     return RateLatency(
@@ -125,6 +126,18 @@ def _step(
         outcomes=dict(Counter(outcomes.event[key] for key in ids).most_common()),
         latency=summarise_latency(latencies_ms),
     )
+
+
+def _save_samples(
+    bench: Bench, target_rate: float, create_ms: Mapping[str, int], outcome_ts: Mapping[str, float]
+) -> None:
+    """Keep every sample (id, CreateTime ms, outcome ts) for a look with --keep-logs."""
+    path = bench.workdir / f"latency-{int(target_rate)}.csv"
+    with open(path, "w") as stream:
+        stream.write("id,create_ms,outcome_ts,latency_ms\n")
+        for key, created in create_ms.items():
+            ts = outcome_ts[key]
+            stream.write(f"{key},{created},{ts:.6f},{ts * 1000.0 - created:.3f}\n")
 
 
 def run_latency(

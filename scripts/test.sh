@@ -52,6 +52,10 @@ PY=$ROOT/.venv/bin/python
 echo "== pip install -e '.[dev]'"
 "$PY" -m pip install -q --disable-pip-version-check -e '.[dev]'
 
+# The dashboard test drives Debian's chromium through playwright (no browser
+# download is possible here, so never `playwright install`).
+command -v chromium >/dev/null || apt_install chromium
+
 # --- services ------------------------------------------------------------------
 echo "== starting Redis and Kafka"
 SERVICES_STARTED=1
