@@ -41,6 +41,7 @@ COMMIT_INTERVAL_S = 0.2
 LAG_INTERVAL_S = 1.0
 SESSION_TIMEOUT_MS = 10_000
 CALL_TIMEOUT_MS = 10_000
+ERROR_PAUSE_S = 0.5
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -219,7 +220,16 @@ class KafkaSource:
         try:
             while not self._closing.is_set():
                 self._apply_assignments(consumer, pending)
-                records = consumer.poll(timeout_ms=POLL_TIMEOUT_MS)
+                try:
+                    records = consumer.poll(timeout_ms=POLL_TIMEOUT_MS)
+                except KafkaError as exc:
+                    # The broker is away: report it, keep the member alive, try again.
+                    self._last_error = f"poll failed: {exc}"
+                    log.warning("poll failed (retrying): %s", exc)
+                    self._closing.wait(ERROR_PAUSE_S)
+                    continue
+                if self._last_error.startswith("poll failed"):
+                    self._last_error = ""
                 fresh = self._apply_assignments(consumer, pending)
                 if not self._intake_stopped.is_set():
                     pending.extend(self._to_batches(records, fresh))
@@ -257,7 +267,14 @@ class KafkaSource:
                 break
             for tp in assigned:
                 self.tracker.assign((tp.topic, tp.partition))
-                committed = consumer.committed(tp, timeout_ms=CALL_TIMEOUT_MS)
+                try:
+                    committed = consumer.committed(tp, timeout_ms=CALL_TIMEOUT_MS)
+                except KafkaError as exc:
+                    # Without it the consumer resumes from its own fetch position,
+                    # which is the committed offset for a partition new to it.
+                    log.warning("no committed offset for %s (not seeking): %s", tp, exc)
+                    fresh.add(tp.partition)
+                    continue
                 if committed is None:
                     consumer.seek_to_beginning(tp)
                 else:
