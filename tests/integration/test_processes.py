@@ -53,6 +53,15 @@ def wait_lines(path: Path, n: int, timeout_s: float) -> None:
     raise AssertionError(f"{path} never reached {n} lines")
 
 
+def run_until_committed(env: dict, log: Path, kafka: str, topic: str) -> None:
+    """Serve until the group's commits reach the end of ``topic``, then stop with SIGTERM."""
+    with ServeProcess(env, log) as process:
+        process.wait_ready()
+        wait_committed(kafka, env["CONSUMER_GROUP"], topic, 180)
+        process.signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+
+
 def accepted_ids(journal: Path) -> Counter[str]:
     return Counter(line.split()[1] for line in journal.read_text().splitlines() if line)
 
@@ -74,11 +83,7 @@ def test_kill_9_then_restart_loses_nothing(
     seen_before_restart = len(read_jsonl(outcomes))
     assert seen_before_restart < n, "the kill came too late to test anything"
 
-    with ServeProcess(env, tmp_path / "second.log") as second:
-        second.wait_ready()
-        wait_committed(kafka_bootstrap, env["CONSUMER_GROUP"], topic, 180)
-        second.signal(signal.SIGTERM)
-        assert second.wait(30) == 0
+    run_until_committed(env, tmp_path / "second.log", kafka_bootstrap, topic)
 
     events = read_jsonl(outcomes)
     ids = {f"k-{i}" for i in range(n)}
@@ -164,11 +169,7 @@ def test_sigterm_under_load_exits_cleanly_and_restart_finishes(
     assert took < 10 + 2, f"shutdown took {took:.1f}s, beyond SHUTDOWN_TIMEOUT"
     assert len(read_jsonl(outcomes)) < n
 
-    with ServeProcess(env, tmp_path / "second.log") as second:
-        second.wait_ready()
-        wait_committed(kafka_bootstrap, env["CONSUMER_GROUP"], topic, 180)
-        second.signal(signal.SIGTERM)
-        assert second.wait(30) == 0
+    run_until_committed(env, tmp_path / "second.log", kafka_bootstrap, topic)
 
     events = read_jsonl(outcomes)
     assert {e["id"] for e in events} == {f"t-{i}" for i in range(n)}

@@ -1,0 +1,140 @@
+"""The benchmark report: targets, table sections, JSON and the markdown section."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from benchmarks import report
+from rich.console import Console
+
+
+def _throughput(rate_total: float, peak_mib: float) -> dict[str, Any]:
+    return {
+        "messages": 1000,
+        "produce_s": 0.1,
+        "total_s": 1000 / rate_total,
+        "startup_s": 0.05,
+        "processing_s": 1000 / rate_total - 0.05,
+        "rate_total": rate_total,
+        "rate_processing": rate_total * 1.1,
+        "outcomes": {"delivered": 990, "invalid": 10},
+        "memory": {"peak_mib": peak_mib, "steady_mib": peak_mib - 5, "samples": 10},
+        "settings": {"PROVIDER_LATENCY": "0"},
+    }
+
+
+def _doc() -> dict[str, Any]:
+    pipeline = _throughput(7000.0, 90.0)
+    pipeline["ratio_total"] = 0.7
+    pipeline["ratio_processing"] = 0.75
+    step = {
+        "target_rate": 5000.0,
+        "achieved_rate": 4990.0,
+        "sent": 5000,
+        "catch_up_s": 0.1,
+        "outcomes": {"delivered": 5000},
+        "latency": {
+            "count": 5000,
+            "p50_ms": 10.0,
+            "p95_ms": 30.0,
+            "p99_ms": 60.0,
+            "max_ms": 80.0,
+            "mean_ms": 12.0,
+        },
+    }
+    return {
+        "schema": report.SCHEMA,
+        "command": "python -m benchmarks --quick",
+        "duration_s": 95.0,
+        "machine": {"cores_logical": 2, "kafka": "4.1.1", "measured_at": "2026-01-01T00:00:00Z"},
+        "ceiling": {"messages": 1000, "rate_total": 10000.0, "rate_read": 11000.0, "total_s": 0.1},
+        "pipeline": pipeline,
+        "mix": {**_throughput(5000.0, 100.0), "users": 10, "rate_limit_per_user": 3},
+        "latency": {
+            "steps": [step],
+            "memory": {"peak_mib": 130.0, "steady_mib": 70.0, "samples": 5},
+            "settings": {},
+        },
+    }
+
+
+def test_targets_judge_each_figure() -> None:
+    judged = {item["name"]: item for item in report.targets(_doc())}
+    assert judged["pipeline throughput / ceiling"]["met"] is True
+    assert judged["p99 latency at 5,000 msg/s"]["met"] is False
+    assert judged["p99 latency at 5,000 msg/s"]["value"] == 60.0
+    # The peak is the highest of the pipeline (90) and latency (130) phases.
+    assert judged["peak RSS (pipeline, latency)"]["value"] == 130.0
+    assert judged["peak RSS (pipeline, latency)"]["met"] is False
+
+
+def test_missing_phases_are_left_out() -> None:
+    doc = {"schema": report.SCHEMA, "ceiling": _doc()["ceiling"]}
+    assert report.targets(doc) == []
+    assert [title for title, _ in report.sections(doc)] == [
+        "1. Ceiling: bare kafka-python consumer + orjson, 1,000 records"
+    ]
+
+
+def test_sections_show_outcome_shares() -> None:
+    rows = {
+        measure: figure for _, section in report.sections(_doc()) for measure, figure, _ in section
+    }
+    assert rows["outcome invalid"] == "10 (1.0%)"
+    assert rows["5,000 msg/s: p99"] == "60.0 ms"
+
+
+def test_print_table_renders(capsys: pytest.CaptureFixture[str]) -> None:
+    report.print_table(Console(width=140, force_terminal=False), _doc())
+    out = capsys.readouterr().out
+    assert "NOT met" in out
+    assert "7,000 msg/s" in out
+
+
+def test_json_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "out" / "bench.json"
+    report.write_json(path, _doc())
+    assert report.read_json(path) == _doc()
+
+
+def test_read_json_rejects_other_documents(tmp_path: Path) -> None:
+    path = tmp_path / "other.json"
+    path.write_text('{"schema": 99}')
+    with pytest.raises(ValueError, match="not a benchmarks JSON"):
+        report.read_json(path)
+
+
+def test_markdown_section_has_markers_table_and_targets() -> None:
+    section = report.markdown_section(_doc())
+    assert section.startswith(report.BEGIN_MARK)
+    assert section.rstrip().endswith(report.END_MARK)
+    assert "python -m benchmarks --quick" in section
+    assert "| 5,000 msg/s: p99 | 60.0 ms | < 50 ms (NOT met) |" in section
+    assert "**NOT met**" in section
+
+
+def test_replace_section_keeps_surrounding_text() -> None:
+    text = f"# Title\n\nintro\n\n{report.BEGIN_MARK}\nold\n{report.END_MARK}\n\n## Notes\nmine\n"
+    new = f"{report.BEGIN_MARK}\nnew\n{report.END_MARK}\n"
+    result = report.replace_section(text, new)
+    assert (
+        result
+        == f"# Title\n\nintro\n\n{report.BEGIN_MARK}\nnew\n{report.END_MARK}\n\n## Notes\nmine\n"
+    )
+    # Idempotent: replacing again changes nothing.
+    assert report.replace_section(result, new) == result
+
+
+def test_replace_section_appends_when_absent() -> None:
+    new = f"{report.BEGIN_MARK}\nnew\n{report.END_MARK}\n"
+    assert report.replace_section("# Title\n", new) == "# Title\n\n" + new
+    assert report.replace_section("", new) == new
+
+
+def test_update_markdown_creates_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "BENCHMARKS.md"
+    report.update_markdown(path, _doc())
+    report.update_markdown(path, _doc())
+    assert path.read_text().count(report.BEGIN_MARK) == 1
