@@ -192,8 +192,8 @@ def validate_document(document: object, *, default_id: str | None = None) -> Not
         raise InvalidNotification("data must be an object", "data")
     if data and len(orjson.dumps(data)) > MAX_DATA_BYTES:
         raise NotificationTooLarge(f"data is larger than {MAX_DATA_BYTES} bytes", "data")
-    provider = _string(document, "provider", 16)
-    if provider and provider not in PROVIDERS:
+    provider = document.get("provider")
+    if provider is not None and provider != "" and provider not in PROVIDERS:
         raise InvalidNotification(f"provider must be one of {', '.join(PROVIDERS)}", "provider")
     return Notification(
         id=message_id,

@@ -84,6 +84,7 @@ class Pipeline:
         self._taken = taken
         self._journal = journal
         self._slots = trio.Semaphore(options.max_in_flight)
+        self._claims: dict[str, Record] = {}
         self.backend_errors = 0
         self.last_backend_error = ""
 
@@ -135,12 +136,16 @@ class Pipeline:
             if notification.is_expired(now):
                 outcome = _outcome(OutcomeKind.EXPIRED, notification, record, started=started)
                 settled.append((record, outcome))
-            elif notification.id in ids_in_batch:
+            elif notification.id in ids_in_batch or notification.id in self._claims:
                 outcome = _outcome(OutcomeKind.DUPLICATE, notification, record, started=started)
                 settled.append((record, outcome))
             else:
                 ids_in_batch.add(notification.id)
                 candidates.append((record, notification))
+        # Claimed until settled, so that a copy in another batch cannot pass the
+        # dedup look-up while this one is being delivered.
+        for record, notification in candidates:
+            self._claims[notification.id] = record
         if candidates:
             seen = await self._with_backoff(
                 "dedup look-up", lambda: self._dedup.seen_many([n.id for _, n in candidates])
@@ -284,6 +289,10 @@ class Pipeline:
                 "dead-letter write", lambda: self._dead_letters.publish_many(topic, letters)
             )
         outcomes = [o for _, o in settled]
+        claims = self._claims
+        for record, outcome in settled:
+            if claims.get(outcome.id) is record:
+                del claims[outcome.id]
         if self._journal is not None:
             self._journal(outcomes)
         self._metrics.record_outcomes(outcomes)

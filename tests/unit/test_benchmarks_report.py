@@ -21,6 +21,12 @@ def _throughput(rate_total: float, peak_mib: float) -> dict[str, Any]:
         "rate_processing": rate_total * 1.1,
         "outcomes": {"delivered": 990, "invalid": 10},
         "memory": {"peak_mib": peak_mib, "steady_mib": peak_mib - 5, "samples": 10},
+        "cpu": {
+            "service_percent": 95.2,
+            "harness_percent": 3.0,
+            "machine_percent": 180.4,
+            "cores": 2,
+        },
         "settings": {"PROVIDER_LATENCY": "0"},
     }
 
@@ -84,6 +90,7 @@ def test_sections_show_outcome_shares() -> None:
     }
     assert rows["outcome invalid"] == "10 (1.0%)"
     assert rows["5,000 msg/s: p99"] == "60.0 ms"
+    assert rows["CPU: service / harness / machine"] == "95% / 3% / 180% of 200%"
 
 
 def test_print_table_renders(capsys: pytest.CaptureFixture[str]) -> None:

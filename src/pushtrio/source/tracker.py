@@ -77,8 +77,13 @@ class OffsetTracker:
             state = self._partitions.get(tp)
             if state is None or state.epoch != epoch:
                 return
-            state.settled.update(offsets)
             handed, settled = state.handed, state.settled
+            if not handed:
+                return
+            # Only offsets still waiting count: one settled twice, or never handed
+            # out, must not linger in ``settled`` and skew ``in_flight``.
+            low, high = handed[0], handed[-1]
+            settled.update(o for o in offsets if low <= o <= high)
             while handed and handed[0] in settled:
                 settled.discard(handed.popleft())
 

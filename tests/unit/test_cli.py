@@ -1,0 +1,112 @@
+"""The command line: version, help, and one clear line for a bad setting."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from pushtrio import __version__
+from pushtrio.cli import main
+from pushtrio.config import ENVIRONMENT_VARIABLES
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No setting leaks in from the outer environment; logging is restored afterwards."""
+    for variable in ENVIRONMENT_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    pushtrio_level = logging.getLogger("pushtrio").level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    logging.getLogger("pushtrio").setLevel(pushtrio_level)
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["--version"])
+    assert caught.value.code == 0
+    assert capsys.readouterr().out.strip() == f"pushtrio {__version__}"
+
+
+def test_a_command_is_required(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main([])
+    assert caught.value.code == 2
+    assert "COMMAND" in capsys.readouterr().err
+
+
+def test_unknown_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["deliver"])
+    assert caught.value.code == 2
+    assert "deliver" in capsys.readouterr().err
+
+
+def test_bad_setting_exits_2_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("WORKER_COUNT", "lots")
+    assert main(["serve"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1
+    assert "WORKER_COUNT" in lines[0]
+    assert "'lots'" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("RETRY_DELAY", "soon"), ("PORT", "99999"), ("KAFKA_BROKERS", "nohost")],
+)
+def test_bad_setting_fails_every_command(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    variable: str,
+    value: str,
+) -> None:
+    monkeypatch.setenv(variable, value)
+    for command in (["serve"], ["produce", "-q"], ["watch"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1
+        assert variable in err
+        assert repr(value) in err
+
+
+def test_produce_to_the_embedded_queue_is_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KAFKA_BROKERS", "memory://")
+    assert main(["produce", "-n", "1", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pushtrio produce: ")
+    assert "KAFKA_BROKERS" in err
+    assert "/send" in err
+
+
+def test_watch_with_an_unknown_event_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["watch", "--event", "delivered,exploded"]) == 2
+    err = capsys.readouterr().err
+    assert "exploded" in err
+
+
+def test_python_dash_m_help_lists_the_commands() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pushtrio", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: pushtrio")
+    for command in ("serve", "produce", "watch"):
+        assert command in result.stdout

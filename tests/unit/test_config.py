@@ -1,0 +1,257 @@
+"""Settings from the environment: durations, defaults, and one clear error per bad value."""
+
+from __future__ import annotations
+
+import pytest
+
+from pushtrio.config import (
+    ENVIRONMENT_VARIABLES,
+    MEMORY_URL,
+    PROVIDER_NAMES,
+    Settings,
+    load_settings,
+    parse_duration,
+)
+from pushtrio.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("500ms", 0.5),
+        ("30s", 30.0),
+        ("1m", 60.0),
+        ("1h30m", 5400.0),
+        ("1h0m1s", 3601.0),
+        ("1.5s", 1.5),
+        ("250us", 0.00025),
+        ("250µs", 0.00025),
+        ("100ns", 1e-7),
+        ("2", 2.0),
+        ("0.25", 0.25),
+        ("0", 0.0),
+        ("0s", 0.0),
+        (" 5s ", 5.0),
+    ],
+)
+def test_parse_duration_accepts_go_style_and_plain_seconds(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "   ", "abc", "-1", "-1s", "5x", "1m-", "s", "1h 30m", "1d", "inf", "nan", "ms500"],
+)
+def test_parse_duration_rejects_anything_else(text: str) -> None:
+    with pytest.raises(ValueError, match=r"."):
+        parse_duration(text)
+
+
+def test_defaults_are_those_of_the_design_table() -> None:
+    settings = load_settings({})
+    assert settings == Settings()
+    assert settings.kafka_brokers == (MEMORY_URL,)
+    assert settings.kafka_embedded
+    assert settings.kafka_topic == "notifications"
+    assert settings.consumer_group == "notification-service"
+    assert settings.redis_addr == MEMORY_URL
+    assert settings.redis_embedded
+    assert settings.redis_password == ""
+    assert settings.redis_db == 0
+    assert settings.rate_limit_per_user == 10
+    assert settings.rate_limit_window_s == 60.0
+    assert settings.worker_count == 10
+    assert settings.max_queue_size == 1000
+    assert settings.retry_attempts == 3
+    assert settings.retry_delay_s == 1.0
+    assert settings.port == 8080
+    assert settings.host == "127.0.0.1"
+    assert settings.log_level == "info"
+    assert settings.shutdown_timeout_s == 30.0
+    assert settings.dlq_topic == "notifications.dlq"
+    assert settings.dedup_ttl_s == 24 * 3600.0
+    assert dict(settings.provider_success_rates) == dict.fromkeys(PROVIDER_NAMES, 0.95)
+    assert settings.provider_latency_s == pytest.approx(0.005)
+    assert settings.provider_timeout_s == 10.0
+    assert settings.admin_token == ""
+
+
+def test_blank_values_mean_the_default() -> None:
+    env = dict.fromkeys(ENVIRONMENT_VARIABLES, "  ")
+    env.update(REDIS_PASSWORD="", ADMIN_TOKEN="")  # taken verbatim, not stripped
+    assert load_settings(env) == Settings()
+
+
+def test_values_are_read() -> None:
+    settings = load_settings(
+        {
+            "KAFKA_BROKERS": "kafka1:9092, kafka2:9093 ,",
+            "KAFKA_TOPIC": "pushes",
+            "CONSUMER_GROUP": "group-a",
+            "REDIS_ADDR": "redis.local:6380",
+            "REDIS_PASSWORD": "pw",
+            "REDIS_DB": "3",
+            "RATE_LIMIT_PER_USER": "25",
+            "RATE_LIMIT_WINDOW": "1h30m",
+            "WORKER_COUNT": " 4 ",
+            "MAX_QUEUE_SIZE": "50",
+            "RETRY_ATTEMPTS": "0",
+            "RETRY_DELAY": "250ms",
+            "PORT": "0",
+            "HOST": "0.0.0.0",
+            "LOG_LEVEL": "DEBUG",
+            "SHUTDOWN_TIMEOUT": "5",
+            "DLQ_TOPIC": "pushes.dlq",
+            "DEDUP_TTL": "2h",
+            "PROVIDER_LATENCY": "0",
+            "PROVIDER_TIMEOUT": "2s",
+            "PROVIDER_SEED": "42",
+            "ADMIN_TOKEN": "token",
+        }
+    )
+    assert settings.kafka_brokers == ("kafka1:9092", "kafka2:9093")
+    assert not settings.kafka_embedded
+    assert settings.kafka_topic == "pushes"
+    assert settings.consumer_group == "group-a"
+    assert settings.redis_addr == "redis.local:6380"
+    assert not settings.redis_embedded
+    assert settings.redis_password == "pw"
+    assert settings.redis_db == 3
+    assert settings.rate_limit_per_user == 25
+    assert settings.rate_limit_window_s == 5400.0
+    assert settings.worker_count == 4
+    assert settings.max_queue_size == 50
+    assert settings.retry_attempts == 0
+    assert settings.retry_delay_s == 0.25
+    assert settings.port == 0
+    assert settings.host == "0.0.0.0"
+    assert settings.log_level == "debug"
+    assert settings.shutdown_timeout_s == 5.0
+    assert settings.dlq_topic == "pushes.dlq"
+    assert settings.dedup_ttl_s == 7200.0
+    assert settings.provider_latency_s == 0.0
+    assert settings.provider_timeout_s == 2.0
+    assert settings.provider_seed == 42
+    assert settings.admin_token == "token"
+
+
+@pytest.mark.parametrize(
+    ("raw", "brokers"),
+    [
+        ("memory://", (MEMORY_URL,)),
+        ("", (MEMORY_URL,)),
+        (" memory:// ", (MEMORY_URL,)),
+        ("localhost:9092", ("localhost:9092",)),
+        ("a:1,b:2,c:3", ("a:1", "b:2", "c:3")),
+        ("[::1]:9092", ("[::1]:9092",)),
+    ],
+)
+def test_kafka_brokers_list(raw: str, brokers: tuple[str, ...]) -> None:
+    assert load_settings({"KAFKA_BROKERS": raw}).kafka_brokers == brokers
+
+
+def test_per_provider_success_rates_fall_back_to_the_shared_one() -> None:
+    settings = load_settings({"PROVIDER_SUCCESS_RATE": "0.5", "PROVIDER_APNS_SUCCESS_RATE": "1"})
+    assert dict(settings.provider_success_rates) == {"fcm": 0.5, "apns": 1.0, "firebase": 0.5}
+    assert settings.success_rate("apns") == 1.0
+    assert settings.success_rate("firebase") == 0.5
+
+
+def test_per_provider_success_rate_without_the_shared_one() -> None:
+    settings = load_settings({"PROVIDER_FIREBASE_SUCCESS_RATE": "0"})
+    assert dict(settings.provider_success_rates) == {"fcm": 0.95, "apns": 0.95, "firebase": 0.0}
+
+
+@pytest.mark.parametrize("level", ["debug", "info", "warning", "warn", "error", "critical"])
+def test_log_levels(level: str) -> None:
+    assert load_settings({"LOG_LEVEL": level.upper()}).log_level == level
+
+
+def test_seed_absent_means_unseeded() -> None:
+    assert load_settings({}).provider_seed is None
+    assert load_settings({"PROVIDER_SEED": "0"}).provider_seed == 0
+
+
+BAD_VALUES = [
+    ("REDIS_DB", "one"),
+    ("REDIS_DB", "-1"),
+    ("REDIS_DB", "10001"),
+    ("RATE_LIMIT_PER_USER", "0"),
+    ("RATE_LIMIT_PER_USER", "ten"),
+    ("RATE_LIMIT_PER_USER", "2.5"),
+    ("RATE_LIMIT_WINDOW", "0"),
+    ("RATE_LIMIT_WINDOW", "0s"),
+    ("RATE_LIMIT_WINDOW", "-1m"),
+    ("RATE_LIMIT_WINDOW", "a minute"),
+    ("WORKER_COUNT", "lots"),
+    ("WORKER_COUNT", "0"),
+    ("WORKER_COUNT", "10001"),
+    ("MAX_QUEUE_SIZE", "0"),
+    ("MAX_QUEUE_SIZE", "1k"),
+    ("RETRY_ATTEMPTS", "-1"),
+    ("RETRY_ATTEMPTS", "101"),
+    ("RETRY_ATTEMPTS", "three"),
+    ("RETRY_DELAY", "soon"),
+    ("RETRY_DELAY", "-1s"),
+    ("RETRY_DELAY", "5x"),
+    ("PORT", "65536"),
+    ("PORT", "-1"),
+    ("PORT", "http"),
+    ("SHUTDOWN_TIMEOUT", "0"),
+    ("SHUTDOWN_TIMEOUT", "1m-"),
+    ("DEDUP_TTL", "1d"),
+    ("DEDUP_TTL", "0"),
+    ("PROVIDER_SUCCESS_RATE", "1.5"),
+    ("PROVIDER_SUCCESS_RATE", "-0.1"),
+    ("PROVIDER_SUCCESS_RATE", "high"),
+    ("PROVIDER_SUCCESS_RATE", "nan"),
+    ("PROVIDER_FCM_SUCCESS_RATE", "2"),
+    ("PROVIDER_APNS_SUCCESS_RATE", "x"),
+    ("PROVIDER_FIREBASE_SUCCESS_RATE", "95%"),
+    ("PROVIDER_LATENCY", "fast"),
+    ("PROVIDER_LATENCY", "-5ms"),
+    ("PROVIDER_TIMEOUT", "0"),
+    ("PROVIDER_TIMEOUT", "abc"),
+    ("PROVIDER_SEED", "-1"),
+    ("PROVIDER_SEED", "seed"),
+    ("LOG_LEVEL", "loud"),
+    ("KAFKA_BROKERS", "localhost"),
+    ("KAFKA_BROKERS", "memory://,kafka:9092"),
+    ("KAFKA_BROKERS", "kafka:9092;other:9092"),
+    ("REDIS_ADDR", "localhost"),
+    ("REDIS_ADDR", "redis://localhost:6379"),
+    ("KAFKA_TOPIC", "bad topic"),
+    ("DLQ_TOPIC", "a/b"),
+]
+
+
+@pytest.mark.parametrize(("variable", "value"), BAD_VALUES)
+def test_bad_value_names_the_variable_and_the_value(variable: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({variable: value})
+    error = caught.value
+    assert error.variable == variable
+    assert error.value == value
+    assert error.reason
+    assert str(error).startswith(f"{variable}={value!r}: ")
+
+
+def test_every_numeric_and_duration_variable_has_a_bad_value_case() -> None:
+    text_only = {
+        "CONSUMER_GROUP",
+        "REDIS_PASSWORD",
+        "HOST",
+        "ADMIN_TOKEN",
+        "OUTCOME_LOG",
+        "MOCK_PROVIDER_JOURNAL",
+    }
+    assert {v for v, _ in BAD_VALUES} == set(ENVIRONMENT_VARIABLES) - text_only
+
+
+def test_replace_returns_a_changed_copy() -> None:
+    settings = Settings()
+    changed = settings.replace(port=0)
+    assert changed.port == 0
+    assert settings.port == 8080
+    with pytest.raises(AttributeError):
+        settings.port = 1  # type: ignore[misc]
