@@ -1,7 +1,7 @@
 """``python -m benchmarks``: measure pushtrio against the kafka-python ceiling in one run.
 
     python -m benchmarks                      full run (200,000 records, 20 s per rate)
-    python -m benchmarks --quick              about two minutes
+    python -m benchmarks --quick              100,000 records, 10 s per rate (about a minute)
     python -m benchmarks --json out.json --markdown BENCHMARKS.md
     python -m benchmarks --from-json out.json --markdown BENCHMARKS.md   (re-render only)
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shlex
 import shutil
 import signal
@@ -74,7 +75,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         help=f"records per throughput phase (default 200,000; {QUICK_MESSAGES:,} with --quick)",
     )
-    parser.add_argument("--quick", action="store_true", help="a short run (about two minutes)")
+    parser.add_argument("--quick", action="store_true", help="a short run (about a minute)")
     parser.add_argument(
         "--rates",
         default="1000,5000",
@@ -84,6 +85,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--latency-seconds",
         type=float,
         help=f"seconds per offered rate (default 20; {QUICK_LATENCY_S:g} with --quick)",
+    )
+    parser.add_argument(
+        "--linger-ms",
+        type=int,
+        default=5,
+        help="linger of the latency phase's producer (default 5; 0 sends each record at "
+        "once but costs kafka-python most of a core)",
     )
     parser.add_argument(
         "--phases",
@@ -190,7 +198,9 @@ def run_phases(bench: Bench, args: argparse.Namespace, doc: dict[str, Any]) -> N
         doc["mix"] = {**asdict(result), "users": MIX_USERS, "rate_limit_per_user": limit}
         console.print(f"mix: {report.fmt_rate(result.rate_total)} incl. start-up")
     if "latency" in args.phases:
-        latency = run_latency(bench, args.rates, args.latency_seconds, LATENCY_SETTINGS)
+        latency = run_latency(
+            bench, args.rates, args.latency_seconds, LATENCY_SETTINGS, args.linger_ms
+        )
         doc["latency"] = asdict(latency)
         for step in latency.steps:
             console.print(
@@ -209,6 +219,7 @@ def measure(args: argparse.Namespace, console: Console, argv: Sequence[str]) -> 
             "quick": args.quick,
             "rates": args.rates,
             "latency_seconds": args.latency_seconds,
+            "linger_ms": args.linger_ms,
             "phases": args.phases,
             "redis_db": args.redis_db,
             "serve_env": args.serve_env_map,
@@ -254,6 +265,7 @@ def measure(args: argparse.Namespace, console: Console, argv: Sequence[str]) -> 
             else:
                 shutil.rmtree(workdir, ignore_errors=True)
     doc["duration_s"] = time.perf_counter() - started
+    doc["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     doc["targets"] = report.targets(doc)
     return doc
 
@@ -266,6 +278,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.from_json:
         doc = report.read_json(args.from_json)
     else:
+        # Ctrl-C even when started with SIGINT ignored (a background job); SIGTERM and
+        # SIGHUP take the same way out, so every child process is stopped.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         for signum in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, _raise_interrupt)
         try:

@@ -21,6 +21,7 @@ from rich.progress import TaskID
 from pushtrio.produce import ProduceOptions, generate
 
 from .context import Bench, reported_settings
+from .cpu import CpuFigures
 from .kafka_io import Record, paced_producer, produce_paced, record_ids
 from .memory import MemoryFigures
 from .serve import BenchmarkError, OutcomeTail, ServeProcess
@@ -44,6 +45,8 @@ class RateLatency:
     """From the last send to the last outcome of this step."""
     outcomes: dict[str, int]
     latency: LatencySummary
+    cpu: CpuFigures
+    """From the first send to the last outcome of this step."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,18 +54,19 @@ class LatencyResult:
     steps: list[RateLatency]
     memory: MemoryFigures
     settings: dict[str, str]
+    producer_linger_ms: int
 
 
 class _Outcomes:
     """Outcome time (unix seconds) and event per id, read from the log as it grows."""
 
     def __init__(self, serve: ServeProcess) -> None:
-        self._serve = serve
+        self.serve = serve
         self._tail = OutcomeTail(serve.outcome_log)
         self.ts: dict[str, float] = {}
         self.event: dict[str, str] = {}
 
-    def wait_for(self, ids: Sequence[str], on_progress: TaskID, bench: Bench) -> None:
+    def wait_for(self, ids: Sequence[str], task: TaskID, bench: Bench) -> None:
         """Read the log until every id in ``ids`` has an outcome (first one counts)."""
         deadline = time.perf_counter() + CATCH_UP_TIMEOUT_S
         while True:
@@ -72,10 +76,10 @@ class _Outcomes:
                     self.ts[key] = float(outcome["ts"])
                     self.event[key] = str(outcome["event"])
             missing = sum(1 for key in ids if key not in self.ts)
-            bench.progress.update(on_progress, completed=len(ids) - missing)
+            bench.progress.update(task, completed=len(ids) - missing)
             if not missing:
                 return
-            self._serve.check_alive()
+            self.serve.check_alive()
             if time.perf_counter() > deadline:
                 raise BenchmarkError(
                     f"latency: {missing} of {len(ids)} records had no outcome after "
@@ -96,12 +100,17 @@ def _step(
     producer: KafkaProducer,
     topic: str,
     outcomes: _Outcomes,
+    index: int,
     target_rate: float,
     seconds: float,
 ) -> RateLatency:
-    records = _records(f"lat{int(target_rate)}", max(1, int(target_rate * seconds)))
+    # The index keeps ids unique (dedup would see repeats) if a rate is given twice.
+    prefix = f"lat{index}-{int(target_rate)}"
+    records = _records(prefix, max(1, int(target_rate * seconds)))
     ids = record_ids(records)
     label = f"latency {target_rate:,.0f}/s"
+    cpu = outcomes.serve.cpu
+    cpu.restart()
     sent_task = bench.progress.add_task(f"{label}: offer", total=len(records))
     run = produce_paced(
         producer,
@@ -112,10 +121,11 @@ def _step(
     )
     done_task = bench.progress.add_task(f"{label}: outcomes", total=len(records))
     outcomes.wait_for(ids, done_task, bench)
+    cpu_figures = cpu.figures()
     latencies_ms = [
         outcomes.ts[key] * 1000.0 - create_ms for key, create_ms in run.create_ms.items()
     ]
-    _save_samples(bench, target_rate, run.create_ms, outcomes.ts)
+    _save_samples(bench, prefix, run.create_ms, outcomes.ts)
     last_outcome = max(outcomes.ts[key] for key in ids)
     last_create = max(run.create_ms.values()) / 1000.0
     return RateLatency(
@@ -125,14 +135,15 @@ def _step(
         catch_up_s=max(0.0, last_outcome - last_create),
         outcomes=dict(Counter(outcomes.event[key] for key in ids).most_common()),
         latency=summarise_latency(latencies_ms),
+        cpu=cpu_figures,
     )
 
 
 def _save_samples(
-    bench: Bench, target_rate: float, create_ms: Mapping[str, int], outcome_ts: Mapping[str, float]
+    bench: Bench, prefix: str, create_ms: Mapping[str, int], outcome_ts: Mapping[str, float]
 ) -> None:
     """Keep every sample (id, CreateTime ms, outcome ts) for a look with --keep-logs."""
-    path = bench.workdir / f"latency-{int(target_rate)}.csv"
+    path = bench.workdir / f"latency-{prefix}.csv"
     with open(path, "w") as stream:
         stream.write("id,create_ms,outcome_ts,latency_ms\n")
         for key, created in create_ms.items():
@@ -145,6 +156,7 @@ def run_latency(
     rates: Sequence[float],
     seconds: float,
     overrides: Mapping[str, str],
+    linger_ms: int,
 ) -> LatencyResult:
     """Offer each of ``rates`` for ``seconds`` to one running service; measure latency.
 
@@ -153,7 +165,7 @@ def run_latency(
     """
     topic, group = bench.new_topic("latency")
     bench.flush_redis()
-    producer = paced_producer(bench.kafka_addr)
+    producer = paced_producer(bench.kafka_addr, linger_ms)
     try:
         with bench.start_serve("latency", topic, group, overrides) as serve:
             outcomes = _Outcomes(serve)
@@ -162,9 +174,14 @@ def run_latency(
             produce_paced(producer, topic, warm, WARMUP_RATE, lambda n: None)
             outcomes.wait_for(record_ids(warm), warm_task, bench)
             serve.rss.mark()
-            steps = [_step(bench, producer, topic, outcomes, target, seconds) for target in rates]
+            steps = [
+                _step(bench, producer, topic, outcomes, index, target, seconds)
+                for index, target in enumerate(rates)
+            ]
             memory = serve.rss.figures()
             settings = reported_settings(serve.env)
     finally:
         producer.close(timeout=10)
-    return LatencyResult(steps=steps, memory=memory, settings=settings)
+    return LatencyResult(
+        steps=steps, memory=memory, settings=settings, producer_linger_ms=linger_ms
+    )

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from rich.progress import TaskID
 
 from .context import Bench, reported_settings
+from .cpu import CpuFigures
 from .kafka_io import Record, end_offsets
 from .memory import MemoryFigures
 from .serve import BenchmarkError, OutcomeTail, ServeProcess
@@ -39,6 +40,8 @@ class ThroughputResult:
     rate_processing: float
     outcomes: dict[str, int]
     memory: MemoryFigures
+    cpu: CpuFigures
+    """From process start to committed offsets == end offsets."""
     settings: dict[str, str]
 
 
@@ -63,6 +66,7 @@ def run_throughput(
     with bench.start_serve(phase, topic, group, overrides) as serve:
         finished_wall = _wait_committed(bench, serve, group, ends, task, timeout_s)
         memory = serve.rss.figures()
+        cpu = serve.cpu.figures()
         settings = reported_settings(serve.env)
     outcomes = OutcomeTail(serve.outcome_log).read_new()
     if not outcomes:
@@ -80,6 +84,7 @@ def run_throughput(
         rate_processing=rate(total, processing_s),
         outcomes=dict(Counter(str(outcome["event"]) for outcome in outcomes).most_common()),
         memory=memory,
+        cpu=cpu,
         settings=settings,
     )
 

@@ -74,6 +74,7 @@ def targets(doc: Doc) -> list[dict[str, Any]]:
                 "name": "pipeline throughput / ceiling",
                 "target": f">= {THROUGHPUT_RATIO_TARGET}",
                 "value": round(ratio, 3),
+                "unit": "",
                 "met": ratio >= THROUGHPUT_RATIO_TARGET,
             }
         )
@@ -85,6 +86,7 @@ def targets(doc: Doc) -> list[dict[str, Any]]:
                 "name": f"p99 latency at {P99_TARGET_RATE:,.0f} msg/s",
                 "target": f"< {P99_TARGET_MS:.0f} ms",
                 "value": round(p99, 1),
+                "unit": "ms",
                 "met": p99 < P99_TARGET_MS,
             }
         )
@@ -95,6 +97,7 @@ def targets(doc: Doc) -> list[dict[str, Any]]:
                 "name": "peak RSS (pipeline, latency)",
                 "target": f"< {PEAK_RSS_TARGET_MIB:.0f} MiB",
                 "value": round(peak, 1),
+                "unit": "MiB",
                 "met": peak < PEAK_RSS_TARGET_MIB,
             }
         )
@@ -123,6 +126,8 @@ def _throughput_rows(phase: Mapping[str, Any], ceiling: Mapping[str, Any] | None
     total = int(phase["messages"])
     for event, count in phase["outcomes"].items():
         rows.append((f"outcome {event}", fmt_share(int(count), total), ""))
+    if "cpu" in phase:
+        rows.append(cpu_row(phase["cpu"]))
     memory = phase["memory"]
     rows.append(
         (
@@ -132,6 +137,16 @@ def _throughput_rows(phase: Mapping[str, Any], ceiling: Mapping[str, Any] | None
         )
     )
     return rows
+
+
+def cpu_row(cpu: Mapping[str, Any]) -> Row:
+    """CPU of the service, the harness and the whole machine, in percent of one core."""
+    return (
+        "CPU: service / harness / machine",
+        f"{cpu['service_percent']:.0f}% / {cpu['harness_percent']:.0f}% / "
+        f"{cpu['machine_percent']:.0f}% of {100 * int(cpu['cores'])}%",
+        "",
+    )
 
 
 def sections(doc: Doc) -> list[tuple[str, list[Row]]]:
@@ -169,7 +184,11 @@ def sections(doc: Doc) -> list[tuple[str, list[Row]]]:
             )
         )
     if "latency" in doc:
-        out.append(("4. Latency: record CreateTime to outcome", _latency_rows(doc["latency"])))
+        latency = doc["latency"]
+        title = "4. Latency: record CreateTime to outcome, 5 ms providers"
+        if "producer_linger_ms" in latency:
+            title += f", producer linger {latency['producer_linger_ms']} ms"
+        out.append((title, _latency_rows(latency)))
     peak = peak_rss_mib(doc)
     if peak is not None:
         out.append(
@@ -196,6 +215,9 @@ def _latency_rows(latency: Mapping[str, Any]) -> list[Row]:
             target = f"< {P99_TARGET_MS:.0f} ms ({_mark(figures['p99_ms'] < P99_TARGET_MS)})"
         rows.append((f"{head}: p99", fmt_ms(figures["p99_ms"]), target))
         rows.append((f"{head}: max", fmt_ms(figures["max_ms"]), ""))
+        if "cpu" in step:
+            measure, figure, target = cpu_row(step["cpu"])
+            rows.append((f"{head}: {measure}", figure, target))
     return rows
 
 
@@ -282,15 +304,17 @@ def markdown_section(doc: Doc) -> str:
     lines += ["", "Targets:", ""]
     for judged in targets(doc):
         lines.append(
-            f"- {judged['name']}: {judged['value']} (target {judged['target']}): "
+            f"- {judged['name']}: {judged['value']:,} {judged.get('unit', '')}".rstrip()
+            + f" (target {judged['target']}): "
             f"**{_mark(bool(judged['met']))}**"
         )
     machine = doc.get("machine", {})
     if machine:
         lines += [
             "",
-            f"Machine: {machine_line(machine)}; load average at start "
-            f"{machine.get('load_average_at_start')}.",
+            f"Machine: {machine_line(machine)}; load average (1, 5, 15 min) "
+            f"{machine.get('load_average_at_start')} at start, "
+            f"{machine.get('load_average_at_end')} at the end.",
         ]
     settings = _settings_lines(doc)
     if settings:

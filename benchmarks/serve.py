@@ -16,6 +16,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from .cpu import CpuMeter
 from .memory import RssSampler
 
 STOP_TIMEOUT_S = 20.0
@@ -92,7 +93,14 @@ class ServeProcess:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-        self.rss = RssSampler(self.proc.pid)
+        try:
+            self.rss = RssSampler(self.proc.pid)
+            self.cpu = CpuMeter(self.proc.pid)
+        except BaseException:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self._log.close()
+            raise
 
     def __enter__(self) -> ServeProcess:
         return self
