@@ -9,9 +9,10 @@ Workers take whole batches: one dedup look-up, one limiter round trip and one
 provider call per provider per batch (as FCM's batch send and APNs's multiplexed
 HTTP/2 streams do). A notification that fails transiently is retried in a task of
 its own (bounded by ``max_in_flight``), so back-off waits never hold up a worker.
-The settler takes outcomes in bulk: it records delivered ids for dedup, writes dead
-letters, counts, publishes live events and only then settles the records with the
-source, which lets their offsets be committed.
+Delivered ids are recorded for dedup by the worker right after the provider call,
+which keeps the crash window for a second delivery short. The settler takes
+outcomes in bulk: it writes dead letters, counts, publishes live events and only
+then settles the records with the source, which lets their offsets be committed.
 
 A backend that is down (Redis, the dead-letter topic) stalls the affected stage with
 back-off instead of losing or wrongly passing messages; it resumes by itself.
@@ -175,7 +176,18 @@ class Pipeline:
                 await self._slots.acquire()
                 work.start_soon(self._retry, record, notification, settle_send, started)
         if settled:
+            await self._remember_delivered(settled)
             await settle_send.send(settled)
+
+    async def _remember_delivered(self, settled: Settled) -> None:
+        """Record delivered ids for dedup right after the provider accepted them.
+
+        Done here rather than by the settler to keep the window in which a crash
+        can cause a second delivery (accepted, not yet recorded) as short as possible.
+        """
+        delivered = [o.id for _, o in settled if o.event is OutcomeKind.DELIVERED]
+        if delivered:
+            await self._with_backoff("dedup record", lambda: self._dedup.remember_many(delivered))
 
     async def _deliver_batch(
         self, items: list[tuple[Record, Notification]], settled: Settled, started: float
@@ -265,6 +277,7 @@ class Pipeline:
         outcome = _outcome(
             kind, notification, record, attempts=attempts, error=error, started=started
         )
+        await self._remember_delivered([(record, outcome)])
         await settle_send.send([(record, outcome)])
 
     async def _run_settler(self, settle_recv: trio.MemoryReceiveChannel[Settled]) -> None:
@@ -279,9 +292,6 @@ class Pipeline:
                 await self._finish(settled)
 
     async def _finish(self, settled: Settled) -> None:
-        delivered = [o.id for _, o in settled if o.event is OutcomeKind.DELIVERED]
-        if delivered:
-            await self._with_backoff("dedup record", lambda: self._dedup.remember_many(delivered))
         letters = [_dead_letter(r, o) for r, o in settled if o.event.dead_letter]
         if letters:
             topic = self._options.dlq_topic

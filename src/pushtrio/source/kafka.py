@@ -143,20 +143,35 @@ class KafkaSource:
         for chunk in chunks:
             if self._queued and self._queued + len(chunk) > self._max_queued:
                 break
-            first = chunk[0]
             # Registered before the send so a worker can never settle an offset the
-            # tracker has not seen yet.
-            tp = (first.topic, first.partition)
-            if not self.tracker.hand_out(tp, first.epoch, (r.offset for r in chunk)):
-                taken += 1  # stale epoch: the partition moved; drop the chunk
+            # tracker has not seen yet. Records of a partition that moved meanwhile
+            # (stale epoch) are dropped: their new owner reads them.
+            batch = self._register(chunk)
+            taken += 1
+            if not batch:
                 continue
             try:
-                self._send.send_nowait(chunk)
+                self._send.send_nowait(batch)
             except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
                 break
-            self._queued += len(chunk)
-            taken += 1
+            self._queued += len(batch)
         return taken
+
+    def _register(self, chunk: Batch) -> Batch:
+        by_partition: dict[tuple[int, int], list[Record]] = {}
+        for record in chunk:
+            by_partition.setdefault((record.partition, record.epoch), []).append(record)
+        if len(by_partition) == 1:
+            first = chunk[0]
+            ok = self.tracker.hand_out(
+                (first.topic, first.partition), first.epoch, (r.offset for r in chunk)
+            )
+            return chunk if ok else []
+        batch: Batch = []
+        for (partition, epoch), records in by_partition.items():
+            if self.tracker.hand_out((self._topic, partition), epoch, (r.offset for r in records)):
+                batch.extend(records)
+        return batch
 
     def taken(self, n: int) -> None:
         """A worker took ``n`` records off the channel (called in trio)."""
@@ -280,35 +295,36 @@ class KafkaSource:
                 else:
                     consumer.seek(tp, committed)
                 fresh.add(tp.partition)
-            pending[:] = [b for b in pending if b[0].partition not in fresh]
+            kept = ([r for r in batch if r.partition not in fresh] for batch in pending)
+            pending[:] = [batch for batch in kept if batch]
             log.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
             if self._paused and assigned:
                 consumer.pause(*assigned)
         return fresh
 
     def _to_batches(self, records: dict[Any, list[Any]], skip: set[int]) -> list[Batch]:
-        batches: list[Batch] = []
+        """One poll's records, all partitions together, cut into batches of ``batch_size``.
+
+        Mixing partitions keeps batches large when the load is spread thin; each
+        partition's records stay in offset order.
+        """
+        converted: list[Record] = []
         for tp, polled in records.items():
             if tp.partition in skip or not polled:
                 continue
             epoch = self.tracker.epoch((tp.topic, tp.partition))
             if epoch is None:
                 continue
-            batch = [
+            converted.extend(
                 Record(r.topic, r.partition, r.offset, r.value, r.timestamp, r.key, epoch)
                 for r in polled
-            ]
-            batches.append(batch)
-        return batches
+            )
+        size = self.batch_size
+        return [converted[i : i + size] for i in range(0, len(converted), size)]
 
     def _hand_over(
         self, consumer: Any, token: trio.lowlevel.TrioToken, pending: list[Batch]
     ) -> list[Batch]:
-        while pending:
-            first = pending[0][0]
-            if self.tracker.is_current((first.topic, first.partition), first.epoch):
-                break
-            pending.pop(0)
         if pending:
             taken = trio.from_thread.run_sync(self._offer, pending, trio_token=token)
             pending = pending[taken:]
