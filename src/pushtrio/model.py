@@ -11,8 +11,10 @@ never for a string. The size limits below are the only ones; README documents th
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -125,6 +127,7 @@ def fallback_id(topic: str, partition: int, offset: int) -> str:
     return "k-" + digest.hexdigest()
 
 
+@functools.lru_cache(maxsize=65536)
 def provider_for(user_id: str) -> str:
     """The provider a user is routed to when the message names none (stable)."""
     digest = hashlib.blake2b(user_id.encode(), digest_size=4).digest()
@@ -167,7 +170,9 @@ def _priority(document: dict[str, Any]) -> int:
     return value
 
 
-def validate_document(document: object, *, default_id: str | None = None) -> Notification:
+def validate_document(
+    document: object, *, default_id: str | Callable[[], str] | None = None
+) -> Notification:
     """Check one decoded JSON value against the message contract."""
     if not isinstance(document, dict):
         raise InvalidNotification("a notification must be a JSON object")
@@ -178,7 +183,9 @@ def validate_document(document: object, *, default_id: str | None = None) -> Not
         raise InvalidNotification("user_id must be a string", "user_id")
     if not USER_ID_PATTERN.fullmatch(user_id):
         raise InvalidNotification("user_id must be 1-128 letters, digits or _.:@-", "user_id")
-    message_id = _string(document, "id", MAX_ID_CHARS) or default_id
+    message_id = _string(document, "id", MAX_ID_CHARS)
+    if not message_id and default_id is not None:
+        message_id = default_id if isinstance(default_id, str) else default_id()
     if not message_id:
         raise InvalidNotification("id is required here", "id")
     title = _string(document, "title", MAX_TITLE_CHARS)
@@ -209,10 +216,13 @@ def validate_document(document: object, *, default_id: str | None = None) -> Not
     )
 
 
-def parse_notification(raw: bytes | None, *, default_id: str | None = None) -> Notification:
+def parse_notification(
+    raw: bytes | None, *, default_id: str | Callable[[], str] | None = None
+) -> Notification:
     """Decode and validate one record value.
 
-    ``default_id`` is used when the message has no ``id`` (see :func:`fallback_id`).
+    ``default_id`` (or what it returns, when a callable) is used when the message
+    has no ``id`` (see :func:`fallback_id`).
     Raises InvalidNotification (or NotificationTooLarge) with the reason and field.
     """
     if raw is None:

@@ -25,6 +25,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import TypeVar
 
 import orjson
@@ -128,11 +129,11 @@ class Pipeline:
         candidates: list[tuple[Record, Notification]] = []
         ids_in_batch: set[str] = set()
         for record in batch:
-            default_id = fallback_id(record.topic, record.partition, record.offset)
+            default_id = partial(fallback_id, record.topic, record.partition, record.offset)
             try:
                 notification = parse_notification(record.value, default_id=default_id)
             except InvalidNotification as exc:
-                settled.append((record, self._invalid(record, default_id, exc)))
+                settled.append((record, self._invalid(record, default_id(), exc)))
                 continue
             if notification.is_expired(now):
                 outcome = _outcome(OutcomeKind.EXPIRED, notification, record, started=started)
