@@ -67,15 +67,16 @@ async def _serve(settings: Settings) -> None:
 
 def _cmd_serve(settings: Settings, _: argparse.Namespace) -> int:
     setup_logging(settings.log_level)
+    status = 0
     try:
         trio.run(_serve, settings)
-    except OSError as exc:
-        log.error("cannot start: %s", exc)
-        return 1
-    except BackendError as exc:
-        log.error("stopped: %s", exc)
-        return 1
-    return 0
+    except* OSError as group:
+        log.error("cannot start: %s", group.exceptions[0])
+        status = 1
+    except* BackendError as group:
+        log.error("stopped: %s", group.exceptions[0])
+        status = 1
+    return status
 
 
 def _cmd_produce(settings: Settings, args: argparse.Namespace) -> int:

@@ -207,7 +207,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         provider_latency_s=_duration(env, "PROVIDER_LATENCY", 0.005, positive=False),
         provider_timeout_s=_duration(env, "PROVIDER_TIMEOUT", 10.0, positive=True),
         provider_seed=None if not seed_raw else _int(env, "PROVIDER_SEED", 0, 0, 2**63 - 1),
-        admin_token=env.get("ADMIN_TOKEN", ""),
+        admin_token=env.get("ADMIN_TOKEN", "").strip(),
         outcome_log=env.get("OUTCOME_LOG", "").strip(),
         mock_provider_journal=env.get("MOCK_PROVIDER_JOURNAL", "").strip(),
     )

@@ -86,7 +86,7 @@ class RedisDedup:
 
     async def check(self) -> None:
         """PING Redis; raise BackendError unless it answers in time."""
-        await run_redis(self._client.ping)
+        await run_redis(self._client.ping, abandon_on_cancel=True)
 
     async def aclose(self) -> None:
         """Nothing to release: the shared client belongs to whoever made it."""

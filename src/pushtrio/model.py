@@ -154,9 +154,11 @@ def _time(document: dict[str, Any], name: str) -> datetime | None:
     if not re.fullmatch(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)", value):
         raise InvalidNotification(f"{name} must be an RFC 3339 timestamp with a zone", name)
     try:
-        return datetime.fromisoformat(value.replace("z", "Z"))
-    except ValueError:
+        moment = datetime.fromisoformat(value.replace("z", "Z"))
+        moment.astimezone(UTC)  # 0001-01-01T00:30+01:00 has no UTC equivalent
+    except (ValueError, OverflowError):
         raise InvalidNotification(f"{name} is not a valid date and time", name) from None
+    return moment
 
 
 def _priority(document: dict[str, Any]) -> int:

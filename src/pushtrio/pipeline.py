@@ -138,7 +138,7 @@ class Pipeline:
             if notification.is_expired(now):
                 outcome = _outcome(OutcomeKind.EXPIRED, notification, record, started=started)
                 settled.append((record, outcome))
-            elif notification.id in ids_in_batch or notification.id in self._claims:
+            elif notification.id in ids_in_batch or self._claimed_by_other(notification.id, record):
                 outcome = _outcome(OutcomeKind.DUPLICATE, notification, record, started=started)
                 settled.append((record, outcome))
             else:
@@ -179,6 +179,22 @@ class Pipeline:
         if settled:
             await self._remember_delivered(settled)
             await settle_send.send(settled)
+
+    def _claimed_by_other(self, message_id: str, record: Record) -> bool:
+        """Whether another record holding ``message_id`` is in flight here.
+
+        The same record read again (its partition came back after a rebalance) is
+        not a copy: treating it as a duplicate would commit it while the original,
+        whose result no longer counts, might never finish.
+        """
+        holder = self._claims.get(message_id)
+        if holder is None:
+            return False
+        return (holder.partition, holder.offset, holder.topic) != (
+            record.partition,
+            record.offset,
+            record.topic,
+        )
 
     async def _remember_delivered(self, settled: Settled) -> None:
         """Record delivered ids for dedup right after the provider accepted them.
@@ -355,8 +371,18 @@ def _outcome(
     )
 
 
+DEAD_LETTER_MAX_VALUE_BYTES = 512 * 1024
+"""Beyond this the original value is left out of a dead letter (a broker's default
+message limit is 1 MiB; a letter it refuses for size would stall the pipeline)."""
+
+
 def _dead_letter(record: Record, outcome: Outcome) -> tuple[bytes | None, bytes, Headers]:
-    """The original value, untouched so it can be replayed, with the reason in headers."""
+    """The original value, untouched so it can be replayed, with the reason in headers.
+
+    A value over DEAD_LETTER_MAX_VALUE_BYTES is dropped and ``pushtrio-value-dropped``
+    gives its size; the source partition and offset still point at it.
+    """
+    value = record.value or b""
     headers: Headers = [
         ("pushtrio-outcome", outcome.event.value.encode()),
         ("pushtrio-reason", outcome.error.encode()),
@@ -364,4 +390,7 @@ def _dead_letter(record: Record, outcome: Outcome) -> tuple[bytes | None, bytes,
         ("pushtrio-id", outcome.id.encode()),
         ("pushtrio-source", orjson.dumps([record.topic, record.partition, record.offset])),
     ]
-    return record.key, record.value or b"", headers
+    if len(value) > DEAD_LETTER_MAX_VALUE_BYTES:
+        headers.append(("pushtrio-value-dropped", str(len(value)).encode()))
+        value = b""
+    return record.key, value, headers

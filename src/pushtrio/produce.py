@@ -8,6 +8,7 @@ in one partition, in order.
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 import time
@@ -101,6 +102,8 @@ def run_produce(settings: Settings, options: ProduceOptions) -> int:
             "KAFKA_BROKERS is memory://: the embedded queue lives inside `pushtrio serve`; "
             "set KAFKA_BROKERS, or POST notifications to /send"
         )
+    if options.file and options.file != "-" and not os.path.isfile(options.file):
+        raise ValueError(f"no such file: {options.file}")
     records = _lines(options.file) if options.file else generate(options)
     total = None if options.file else options.count
     try:
@@ -113,6 +116,7 @@ def run_produce(settings: Settings, options: ProduceOptions) -> int:
     except KafkaError as exc:
         raise BrokerUnavailable(f"cannot reach Kafka: {exc}") from exc
     written = 0
+    failures: list[BaseException] = []
     started = time.monotonic()
     with Progress(
         TextColumn("[bold]produce"),
@@ -130,7 +134,8 @@ def run_produce(settings: Settings, options: ProduceOptions) -> int:
                     delay = due - time.monotonic()
                     if delay > 0:
                         time.sleep(delay)  # pacing a steady offered load, not synchronisation
-                producer.send(options.topic, key=key, value=value)
+                future = producer.send(options.topic, key=key, value=value)
+                future.add_errback(failures.append)
                 written += 1
                 if written % 500 == 0:
                     elapsed = time.monotonic() - started
@@ -142,4 +147,8 @@ def run_produce(settings: Settings, options: ProduceOptions) -> int:
             producer.close(timeout=10)
         elapsed = time.monotonic() - started
         progress.update(task, completed=written, rate=written / max(elapsed, 1e-9))
+    if failures:
+        raise BrokerUnavailable(
+            f"Kafka refused {len(failures)} of {written} records: {failures[0]}"
+        )
     return written

@@ -138,16 +138,17 @@ def execute_many(client: redis.Redis, commands: Sequence[Sequence[bytes | str | 
     raise AssertionError("unreachable")
 
 
-async def run_redis(call: Callable[[], T]) -> T:
+async def run_redis(call: Callable[[], T], *, abandon_on_cancel: bool = False) -> T:
     """Run the blocking ``call`` in a worker thread and return its result.
 
     Any ``redis.RedisError`` it raises becomes BackendError (raised ``from`` it).
     Cancellation is honoured once the round trip in flight ends: the thread is not
     abandoned, so a batch is never half-reported, and the wait is bounded by the
-    client's socket timeouts.
+    client's socket timeouts. Read-only probes (PING, status) pass
+    ``abandon_on_cancel=True`` so that a caller's deadline takes effect at once.
     """
     try:
-        return await trio.to_thread.run_sync(call)
+        return await trio.to_thread.run_sync(call, abandon_on_cancel=abandon_on_cancel)
     except redis.RedisError as exc:
         raise BackendError(f"redis: {type(exc).__name__}: {exc}") from exc
 

@@ -124,7 +124,9 @@ class RedisLimiter:
         when the window is empty). Raises BackendError if Redis fails.
         """
         call = (rate_limit_key(user_id), (self._window_us,))
-        [reply] = await run_redis(partial(self._run_script, self._status_script, [call]))
+        [reply] = await run_redis(
+            partial(self._run_script, self._status_script, [call]), abandon_on_cancel=True
+        )
         used, reset_in_us = int(reply[0]), int(reply[1])
         return LimitStatus(
             user_id=user_id,
@@ -141,7 +143,7 @@ class RedisLimiter:
 
     async def check(self) -> None:
         """PING Redis; raise BackendError unless it answers in time."""
-        await run_redis(self._client.ping)
+        await run_redis(self._client.ping, abandon_on_cancel=True)
 
     async def aclose(self) -> None:
         """Nothing to release: the shared client belongs to whoever made it."""

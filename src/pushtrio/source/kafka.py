@@ -104,9 +104,16 @@ class KafkaSource:
             thread_done = trio.Event()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._run_thread, token, thread_done)
-                task_status.started()
-                await trio.to_thread.run_sync(self._intake_stopped.wait, abandon_on_cancel=True)
-                await batch_send.aclose()
+                try:
+                    task_status.started()
+                    await trio.to_thread.run_sync(self._intake_stopped.wait, abandon_on_cancel=True)
+                    await batch_send.aclose()
+                finally:
+                    # Also on cancellation (a crash elsewhere): the thread must end,
+                    # or it would keep the group's partitions while doing nothing.
+                    if not self._intake_stopped.is_set():
+                        self._intake_stopped.set()
+                        self._closing.set()
                 await thread_done.wait()
 
     async def _run_thread(self, token: trio.lowlevel.TrioToken, done: trio.Event) -> None:
@@ -143,35 +150,36 @@ class KafkaSource:
         for chunk in chunks:
             if self._queued and self._queued + len(chunk) > self._max_queued:
                 break
-            # Registered before the send so a worker can never settle an offset the
-            # tracker has not seen yet. Records of a partition that moved meanwhile
-            # (stale epoch) are dropped: their new owner reads them.
-            batch = self._register(chunk)
+            # Records of a partition that moved meanwhile (stale epoch) are dropped:
+            # their new owner reads them. Registering right after the send is safe:
+            # this runs in trio, so no worker can settle the batch in between.
+            batch = self._current(chunk)
+            if batch:
+                try:
+                    self._send.send_nowait(batch)
+                except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+                    break
+                self._register(batch)
+                self._queued += len(batch)
             taken += 1
-            if not batch:
-                continue
-            try:
-                self._send.send_nowait(batch)
-            except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
-                break
-            self._queued += len(batch)
         return taken
 
-    def _register(self, chunk: Batch) -> Batch:
-        by_partition: dict[tuple[int, int], list[Record]] = {}
+    def _current(self, chunk: Batch) -> Batch:
+        epochs: dict[int, bool] = {}
         for record in chunk:
-            by_partition.setdefault((record.partition, record.epoch), []).append(record)
-        if len(by_partition) == 1:
-            first = chunk[0]
-            ok = self.tracker.hand_out(
-                (first.topic, first.partition), first.epoch, (r.offset for r in chunk)
-            )
-            return chunk if ok else []
-        batch: Batch = []
-        for (partition, epoch), records in by_partition.items():
-            if self.tracker.hand_out((self._topic, partition), epoch, (r.offset for r in records)):
-                batch.extend(records)
-        return batch
+            if record.partition not in epochs:
+                tp = (record.topic, record.partition)
+                epochs[record.partition] = self.tracker.is_current(tp, record.epoch)
+        if all(epochs.values()):
+            return chunk
+        return [r for r in chunk if epochs[r.partition]]
+
+    def _register(self, batch: Batch) -> None:
+        by_partition: dict[tuple[int, int], list[int]] = {}
+        for record in batch:
+            by_partition.setdefault((record.partition, record.epoch), []).append(record.offset)
+        for (partition, epoch), offsets in by_partition.items():
+            self.tracker.hand_out((self._topic, partition), epoch, offsets)
 
     def taken(self, n: int) -> None:
         """A worker took ``n`` records off the channel (called in trio)."""
@@ -343,8 +351,13 @@ class KafkaSource:
         log.debug("partitions %s", "paused" if pause else "resumed")
 
     def _commit(self, consumer: Any) -> None:
-        ready = self.tracker.committable()
+        assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+        # A partition revoked since committable() was read is left to the revoke
+        # callback's own commit: committing it here could move it backwards.
+        ready = {tp: o for tp, o in self.tracker.committable().items() if tp in assigned}
         if not ready:
+            if self._last_error.startswith("commit failed"):
+                self._last_error = ""
             return
         offsets = {
             TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in ready.items()
