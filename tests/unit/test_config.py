@@ -78,8 +78,18 @@ def test_defaults_are_those_of_the_design_table() -> None:
 
 def test_blank_values_mean_the_default() -> None:
     env = dict.fromkeys(ENVIRONMENT_VARIABLES, "  ")
-    env.update(REDIS_PASSWORD="", ADMIN_TOKEN="")  # taken verbatim, not stripped
+    env.update(REDIS_PASSWORD="")  # taken verbatim, not stripped
     assert load_settings(env) == Settings()
+
+
+def test_admin_token_is_stripped() -> None:
+    # A token pasted from a file brings its newline; the header never carries it.
+    assert load_settings({"ADMIN_TOKEN": "  s3cret\n"}).admin_token == "s3cret"
+    assert load_settings({"ADMIN_TOKEN": " \t\n"}).admin_token == ""
+
+
+def test_redis_password_is_taken_verbatim() -> None:
+    assert load_settings({"REDIS_PASSWORD": " pw \n"}).redis_password == " pw \n"
 
 
 def test_values_are_read() -> None:

@@ -193,6 +193,36 @@ def test_good_timestamps(value: str, moment: datetime) -> None:
     assert parse(created_at=value).created_at == moment
 
 
+@pytest.mark.parametrize("name", ["created_at", "expires_at"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "0001-01-01T00:30:00+01:00",  # before year 1 in UTC
+        "9999-12-31T23:59:59-01:00",  # after year 9999 in UTC
+    ],
+)
+def test_timestamps_without_a_utc_equivalent_are_invalid(name: str, value: str) -> None:
+    error = rejected_field(**{name: value})
+    assert error.field == name
+    assert name in str(error)
+
+
+@pytest.mark.parametrize(
+    ("value", "moment"),
+    [
+        ("0001-01-01T01:00:00+01:00", datetime(1, 1, 1, tzinfo=UTC)),
+        ("9999-12-31T23:59:59+01:00", datetime(9999, 12, 31, 22, 59, 59, tzinfo=UTC)),
+    ],
+)
+def test_timestamps_at_the_edges_of_the_utc_range_are_kept(value: str, moment: datetime) -> None:
+    notification = parse(created_at=value, expires_at=value)
+    assert notification.created_at == moment
+    assert notification.expires_at == moment
+    assert orjson.loads(notification.to_json())["created_at"] == moment.isoformat().replace(
+        "+00:00", "Z"
+    )
+
+
 def test_title_and_body_both_missing() -> None:
     assert rejected_field(title=...).field == "title"
     assert rejected_field(title="", body="").field == "title"

@@ -140,8 +140,10 @@ class KafkaSource:
             )
             consumer.subscribe([self._topic], listener=_Listener(self))
         except KafkaError as exc:
-            raise BackendError(f"cannot reach Kafka at {','.join(self._brokers)}: {exc}") from exc
+            self._last_error = f"cannot reach Kafka at {','.join(self._brokers)}: {exc}"
+            raise BackendError(self._last_error) from exc
         self._connected = True
+        self._last_error = ""
         return consumer
 
     def _offer(self, chunks: list[Batch]) -> int:
