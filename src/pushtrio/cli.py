@@ -71,12 +71,20 @@ def _cmd_serve(settings: Settings, _: argparse.Namespace) -> int:
     try:
         trio.run(_serve, settings)
     except* OSError as group:
-        log.error("cannot start: %s", group.exceptions[0])
+        log.error("cannot start: %s", _first_leaf(group))
         status = 1
     except* BackendError as group:
-        log.error("stopped: %s", group.exceptions[0])
+        log.error("stopped: %s", _first_leaf(group))
         status = 1
     return status
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first real error inside nested nursery exception groups."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
 
 
 def _cmd_produce(settings: Settings, args: argparse.Namespace) -> int:

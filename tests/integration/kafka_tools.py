@@ -47,6 +47,24 @@ def committed_offsets(bootstrap: str, group: str) -> dict[int, int]:
         admin.close()
 
 
+def group_members(bootstrap: str, group: str) -> tuple[str, dict[str, list[int]]]:
+    """The group's state and, for each member id, the partitions assigned to it."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        description = admin.describe_groups([group])[group]
+    finally:
+        admin.close()
+    members = {
+        member["member_id"]: sorted(
+            p
+            for topic in (member["member_assignment"] or {}).get("assigned_partitions", [])
+            for p in topic["partitions"]
+        )
+        for member in description["members"]
+    }
+    return description["group_state"], members
+
+
 def wait_committed(bootstrap: str, group: str, topic: str, timeout_s: float) -> dict[int, int]:
     """Poll until the group's committed offsets equal the end offsets; return them."""
     deadline = time.monotonic() + timeout_s

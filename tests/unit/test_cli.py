@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -110,3 +113,35 @@ def test_python_dash_m_help_lists_the_commands() -> None:
     assert result.stdout.startswith("usage: pushtrio")
     for command in ("serve", "produce", "watch"):
         assert command in result.stdout
+
+
+def serve_on_a_taken_port() -> subprocess.CompletedProcess[str]:
+    """Run ``python -m pushtrio serve`` with PORT set to a port this test listens on."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        return subprocess.run(
+            [sys.executable, "-m", "pushtrio", "serve"],
+            env={**os.environ, "HOST": "127.0.0.1", "PORT": str(port)},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+
+
+def test_serve_on_a_port_in_use_exits_1_with_one_line() -> None:
+    result = serve_on_a_taken_port()
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert [line for line in lines if "cannot start" in line] == lines
+    assert json.loads(lines[0])["level"] == "error"
+
+
+def test_serve_on_a_port_in_use_names_the_cause() -> None:
+    result = serve_on_a_taken_port()
+    [line] = result.stderr.strip().splitlines()
+    assert "already in use" in json.loads(line)["msg"]

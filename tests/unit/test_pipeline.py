@@ -314,3 +314,29 @@ async def test_web_server_reports_bound_address(autojump_clock: trio.abc.Clock) 
         [address] = running.service.addresses
         assert address.startswith("http://127.0.0.1:")
         assert not address.endswith(":0")
+
+
+async def test_a_dead_letter_too_big_for_the_broker_is_written_without_its_value(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    from pushtrio.pipeline import DEAD_LETTER_MAX_VALUE_BYTES
+
+    huge = b"x" * (DEAD_LETTER_MAX_VALUE_BYTES + 1)
+    small = b"not json"
+    async with run_service() as running:
+        await running.publish([huge, small])
+        events = await running.outcomes(2)
+        dead = running.dead_letters()
+    assert kinds_of(events) == {"invalid": 2}
+    by_offset = {
+        orjson.loads(dict(headers)["pushtrio-source"])[2]: (value, dict(headers))
+        for _, value, headers, _ in dead
+    }
+    assert sorted(by_offset) == [0, 1]
+    huge_value, huge_headers = by_offset[0]
+    assert huge_value == b""
+    assert huge_headers["pushtrio-value-dropped"] == str(len(huge)).encode()
+    small_value, small_headers = by_offset[1]
+    assert small_value == small
+    assert "pushtrio-value-dropped" not in small_headers
+    assert running.source.tracker.committed(("notifications", 0)) == 2

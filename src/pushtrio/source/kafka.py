@@ -94,7 +94,8 @@ class KafkaSource:
 
         Reports started once the consumer has bootstrapped and subscribed. Raises
         BackendError if the brokers cannot be reached at start-up. On cancellation
-        the thread is told to close without a final commit and is waited for.
+        the thread is told to close, commits what is settled (never more) and is
+        waited for.
         """
         self._send = batch_send
         consumer = await trio.to_thread.run_sync(self._open_consumer)

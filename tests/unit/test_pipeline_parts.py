@@ -1,0 +1,111 @@
+"""Pieces of the pipeline checked on their own: dead-letter size cap, in-flight claims."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from pushtrio.dedup import MemoryDedup
+from pushtrio.events import EventHub
+from pushtrio.limiter.memory import MemoryLimiter
+from pushtrio.metrics import Metrics
+from pushtrio.model import Outcome, OutcomeKind
+from pushtrio.pipeline import DEAD_LETTER_MAX_VALUE_BYTES, Pipeline, PipelineOptions, _dead_letter
+from pushtrio.source import Record
+from pushtrio.source.memory import MemoryBroker
+
+OUTCOME = Outcome(OutcomeKind.INVALID, "m-1", error="record is too large", attempts=0)
+
+
+def record(
+    value: bytes | None = b"{}",
+    *,
+    topic: str = "notifications",
+    partition: int = 0,
+    offset: int = 0,
+    epoch: int = 0,
+) -> Record:
+    return Record(topic, partition, offset, value, 0, key=b"k", epoch=epoch)
+
+
+@pytest.mark.parametrize("size", [0, 1, 1000, DEAD_LETTER_MAX_VALUE_BYTES])
+def test_a_dead_letter_up_to_the_cap_keeps_the_value_untouched(size: int) -> None:
+    value = bytes(i % 251 for i in range(size))
+    key, letter_value, headers = _dead_letter(record(value, partition=2, offset=9), OUTCOME)
+    assert key == b"k"
+    assert letter_value == value
+    names = dict(headers)
+    assert "pushtrio-value-dropped" not in names
+    assert names["pushtrio-outcome"] == b"invalid"
+    assert names["pushtrio-reason"] == b"record is too large"
+    assert names["pushtrio-id"] == b"m-1"
+    assert orjson.loads(names["pushtrio-source"]) == ["notifications", 2, 9]
+
+
+@pytest.mark.parametrize("size", [DEAD_LETTER_MAX_VALUE_BYTES + 1, 2 * 1024 * 1024])
+def test_a_dead_letter_over_the_cap_drops_the_value_and_gives_its_size(size: int) -> None:
+    key, letter_value, headers = _dead_letter(record(b"x" * size, offset=41), OUTCOME)
+    assert key == b"k"
+    assert letter_value == b""
+    names = dict(headers)
+    assert names["pushtrio-value-dropped"] == str(size).encode()
+    # The letter still points at the original record, so it can be found and replayed.
+    assert orjson.loads(names["pushtrio-source"]) == ["notifications", 0, 41]
+    assert [name for name, _ in headers].count("pushtrio-value-dropped") == 1
+
+
+def test_a_dead_letter_for_a_record_without_a_value_is_empty() -> None:
+    _, letter_value, headers = _dead_letter(record(None), OUTCOME)
+    assert letter_value == b""
+    assert "pushtrio-value-dropped" not in dict(headers)
+
+
+def make_pipeline() -> Pipeline:
+    options = PipelineOptions(
+        worker_count=1,
+        max_in_flight=1,
+        retry_attempts=0,
+        retry_delay_s=0.01,
+        provider_timeout_s=1.0,
+        dlq_topic="dlq",
+    )
+    return Pipeline(
+        options,
+        limiter=MemoryLimiter(1, 1.0),
+        dedup=MemoryDedup(1.0),
+        providers={},
+        dead_letters=MemoryBroker(),
+        metrics=Metrics(),
+        hub=EventHub(),
+        settle=lambda records: None,
+        taken=lambda n: None,
+    )
+
+
+def test_an_unclaimed_id_is_not_claimed_by_another() -> None:
+    assert not make_pipeline()._claimed_by_other("m-1", record())
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        record(offset=8),  # the producer sent it twice
+        record(partition=1),
+        record(topic="other"),
+        record(offset=8, epoch=1),
+    ],
+)
+def test_a_different_record_with_the_same_id_is_a_copy(other: Record) -> None:
+    pipeline = make_pipeline()
+    pipeline._claims["m-1"] = record(offset=0)
+    assert pipeline._claimed_by_other("m-1", other)
+    assert not pipeline._claimed_by_other("m-2", other)
+
+
+@pytest.mark.parametrize("epoch", [0, 1, 7])
+def test_the_same_record_read_again_is_not_a_copy(epoch: int) -> None:
+    # After a rebalance the partition comes back with a new epoch and the record
+    # holding the claim is read again: it must be processed, not called a duplicate.
+    pipeline = make_pipeline()
+    pipeline._claims["m-1"] = record(partition=3, offset=5, epoch=0)
+    assert not pipeline._claimed_by_other("m-1", record(partition=3, offset=5, epoch=epoch))
