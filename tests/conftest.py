@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -46,6 +47,17 @@ def redis_addr() -> str:
     client.flushdb()
     client.close()
     return addr
+
+
+@pytest.fixture
+def redis_client(redis_addr: str) -> Iterator[Any]:
+    """A pushtrio-configured redis-py client for the test Redis (closed afterwards)."""
+    from pushtrio.config import Settings
+    from pushtrio.redis_client import connect
+
+    client = connect(Settings(redis_addr=redis_addr))
+    yield client
+    client.close()
 
 
 @pytest.fixture

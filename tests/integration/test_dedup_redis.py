@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -20,10 +19,8 @@ DEADLINE_S = 20.0
 
 
 @pytest.fixture
-def client(redis_addr: str) -> Iterator[redis.Redis]:
-    client = connect(Settings(redis_addr=redis_addr))
-    yield client
-    client.close()
+def client(redis_client: redis.Redis) -> redis.Redis:
+    return redis_client
 
 
 async def test_remembered_ids_are_seen(client: redis.Redis) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -22,10 +21,8 @@ DEADLINE_S = 20.0
 
 
 @pytest.fixture
-def client(redis_addr: str) -> Iterator[redis.Redis]:
-    client = connect(Settings(redis_addr=redis_addr))
-    yield client
-    client.close()
+def client(redis_client: redis.Redis) -> redis.Redis:
+    return redis_client
 
 
 def _server_time_us(client: redis.Redis) -> int:

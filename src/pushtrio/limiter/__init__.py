@@ -24,6 +24,14 @@ class LimitStatus:
     reset_in_s: float
 
 
+def check_window(limit: int, window_s: float) -> None:
+    """Raise ValueError unless ``limit`` >= 1 and ``window_s`` > 0 (both backends use it)."""
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    if not window_s > 0:
+        raise ValueError(f"window_s must be above zero, got {window_s}")
+
+
 class Limiter(Protocol):
     """Decides whether a user may receive one more notification now."""
 

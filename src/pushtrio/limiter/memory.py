@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from . import LimitStatus
+from . import LimitStatus, check_window
 
 
 @dataclass(slots=True)
@@ -44,10 +44,7 @@ class MemoryLimiter:
     def __init__(
         self, limit: int, window_s: float, clock: Callable[[], float] = trio.current_time
     ) -> None:
-        if limit < 1:
-            raise ValueError(f"limit must be at least 1, got {limit}")
-        if not window_s > 0:
-            raise ValueError(f"window_s must be above zero, got {window_s}")
+        check_window(limit, window_s)
         self.limit = limit
         self.window_s = window_s
         self._clock = clock

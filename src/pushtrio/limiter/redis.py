@@ -25,7 +25,7 @@ from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
 from ..redis_client import execute_many, run_redis
-from . import LimitStatus
+from . import LimitStatus, check_window
 
 KEY_PREFIX = "rate_limit:"
 
@@ -88,10 +88,7 @@ class RedisLimiter:
     """
 
     def __init__(self, client: redis.Redis, limit: int, window_s: float) -> None:
-        if limit < 1:
-            raise ValueError(f"limit must be at least 1, got {limit}")
-        if not window_s > 0:
-            raise ValueError(f"window_s must be above zero, got {window_s}")
+        check_window(limit, window_s)
         self.limit = limit
         self.window_s = window_s
         self._window_us = max(1, round(window_s * 1_000_000))
