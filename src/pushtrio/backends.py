@@ -13,8 +13,9 @@ from .limiter.memory import MemoryLimiter
 from .limiter.redis import RedisLimiter
 from .redis_client import open_redis
 from .source import Publisher, Source
-from .source.kafka import KafkaPublisher, KafkaSource
+from .source.kafka import KafkaSource
 from .source.memory import MemoryBroker, MemorySource
+from .source.publisher import KafkaPublisher
 
 
 @dataclass(frozen=True, slots=True)

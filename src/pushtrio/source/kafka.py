@@ -24,14 +24,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import trio
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from ..errors import BackendError, BrokerUnavailable
-from . import Batch, Headers, Record
+from ..errors import BackendError
+from . import Batch, Record
 from .tracker import OffsetTracker
 
 log = logging.getLogger(__name__)
@@ -382,61 +382,3 @@ class KafkaSource:
             if high is not None:
                 lag += max(0, high - (committed if committed is not None else 0))
         self._lag = lag
-
-
-class KafkaPublisher:
-    """Writes records with kafka-python's (thread-safe) KafkaProducer."""
-
-    def __init__(self, brokers: Sequence[str], *, timeout_s: float = 10.0) -> None:
-        self._brokers = list(brokers)
-        self._timeout_s = timeout_s
-        self._producer: Any = None
-        self._lock = threading.Lock()
-
-    def _get_producer(self) -> Any:
-        with self._lock:
-            if self._producer is None:
-                self._producer = KafkaProducer(
-                    bootstrap_servers=self._brokers,
-                    client_id="pushtrio-publisher",
-                    linger_ms=2,
-                    max_block_ms=int(self._timeout_s * 1000),
-                    request_timeout_ms=int(self._timeout_s * 1000),
-                    bootstrap_timeout_ms=int(self._timeout_s * 1000),
-                )
-            return self._producer
-
-    def _publish_blocking(
-        self, topic: str, items: Sequence[tuple[bytes | None, bytes, Headers]]
-    ) -> None:
-        try:
-            producer = self._get_producer()
-            futures = [producer.send(topic, value=v, key=k, headers=h) for k, v, h in items]
-            for future in futures:
-                future.get(timeout=self._timeout_s)
-        except KafkaError as exc:
-            raise BrokerUnavailable(f"Kafka did not take the records: {exc}") from exc
-
-    async def publish_many(
-        self, topic: str, items: Sequence[tuple[bytes | None, bytes, Headers]]
-    ) -> None:
-        """Write items and wait for the broker's acknowledgements (one thread hop).
-
-        Raises BrokerUnavailable on any producer error or time-out. On cancellation
-        the thread finishes on its own; the records may or may not be written.
-        """
-        if items:
-            await trio.to_thread.run_sync(
-                self._publish_blocking, topic, items, abandon_on_cancel=True
-            )
-
-    async def check(self) -> None:
-        try:
-            await trio.to_thread.run_sync(self._get_producer, abandon_on_cancel=True)
-        except KafkaError as exc:
-            raise BrokerUnavailable(str(exc)) from exc
-
-    async def aclose(self) -> None:
-        producer = self._producer
-        if producer is not None:
-            await trio.to_thread.run_sync(lambda: producer.close(timeout=5))
