@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Settled = list[tuple[Record, Outcome]]
+Candidates = list[tuple[Record, Notification]]
 BACKOFF_MAX_S = 5.0
 
 
@@ -124,9 +125,26 @@ class Pipeline:
         self, batch: Batch, settle_send: trio.MemorySendChannel[Settled], work: trio.Nursery
     ) -> None:
         started = time.monotonic()
+        settled, candidates = self._screen(batch, started)
+        if candidates:
+            to_deliver = await self._admit(candidates, settled, started)
+            retries = await self._deliver_batch(to_deliver, settled, started)
+            for record, notification in retries:
+                await self._slots.acquire()
+                work.start_soon(self._retry, record, notification, settle_send, started)
+        if settled:
+            await self._remember_delivered(settled)
+            await settle_send.send(settled)
+
+    def _screen(self, batch: Batch, started: float) -> tuple[Settled, Candidates]:
+        """Decode and validate; settle the invalid, expired and in-flight copies at once.
+
+        The rest are claimed (until settled) so that a copy in another batch cannot
+        pass the dedup look-up while this one is being delivered.
+        """
         now = datetime.now(UTC)
         settled: Settled = []
-        candidates: list[tuple[Record, Notification]] = []
+        candidates: Candidates = []
         ids_in_batch: set[str] = set()
         for record in batch:
             default_id = partial(fallback_id, record.topic, record.partition, record.offset)
@@ -144,41 +162,34 @@ class Pipeline:
             else:
                 ids_in_batch.add(notification.id)
                 candidates.append((record, notification))
-        # Claimed until settled, so that a copy in another batch cannot pass the
-        # dedup look-up while this one is being delivered.
         for record, notification in candidates:
             self._claims[notification.id] = record
-        if candidates:
-            seen = await self._with_backoff(
-                "dedup look-up", lambda: self._dedup.seen_many([n.id for _, n in candidates])
-            )
-            fresh = []
-            for (record, notification), was_seen in zip(candidates, seen, strict=True):
-                if was_seen:
-                    outcome = _outcome(OutcomeKind.DUPLICATE, notification, record, started=started)
-                    settled.append((record, outcome))
-                else:
-                    fresh.append((record, notification))
-            allowed = await self._with_backoff(
-                "rate limit",
-                lambda: self._limiter.acquire_many([(n.user_id, n.id) for _, n in fresh]),
-            )
-            to_deliver = []
-            for (record, notification), ok in zip(fresh, allowed, strict=True):
-                if ok:
-                    to_deliver.append((record, notification))
-                else:
-                    outcome = _outcome(
-                        OutcomeKind.RATE_LIMITED, notification, record, started=started
-                    )
-                    settled.append((record, outcome))
-            retries = await self._deliver_batch(to_deliver, settled, started)
-            for record, notification in retries:
-                await self._slots.acquire()
-                work.start_soon(self._retry, record, notification, settle_send, started)
-        if settled:
-            await self._remember_delivered(settled)
-            await settle_send.send(settled)
+        return settled, candidates
+
+    async def _admit(self, candidates: Candidates, settled: Settled, started: float) -> Candidates:
+        """Dedup look-up, then the rate limit, one round trip each; returns what may go out."""
+        seen = await self._with_backoff(
+            "dedup look-up", lambda: self._dedup.seen_many([n.id for _, n in candidates])
+        )
+        fresh = []
+        for (record, notification), was_seen in zip(candidates, seen, strict=True):
+            if was_seen:
+                outcome = _outcome(OutcomeKind.DUPLICATE, notification, record, started=started)
+                settled.append((record, outcome))
+            else:
+                fresh.append((record, notification))
+        allowed = await self._with_backoff(
+            "rate limit",
+            lambda: self._limiter.acquire_many([(n.user_id, n.id) for _, n in fresh]),
+        )
+        to_deliver = []
+        for (record, notification), ok in zip(fresh, allowed, strict=True):
+            if ok:
+                to_deliver.append((record, notification))
+            else:
+                outcome = _outcome(OutcomeKind.RATE_LIMITED, notification, record, started=started)
+                settled.append((record, outcome))
+        return to_deliver
 
     def _claimed_by_other(self, message_id: str, record: Record) -> bool:
         """Whether another record holding ``message_id`` is in flight here.
@@ -207,13 +218,13 @@ class Pipeline:
             await self._with_backoff("dedup record", lambda: self._dedup.remember_many(delivered))
 
     async def _deliver_batch(
-        self, items: list[tuple[Record, Notification]], settled: Settled, started: float
-    ) -> list[tuple[Record, Notification]]:
+        self, items: Candidates, settled: Settled, started: float
+    ) -> Candidates:
         """First attempts, one provider call per provider; returns what is worth a retry."""
-        by_provider: dict[str, list[tuple[Record, Notification]]] = {}
+        by_provider: dict[str, Candidates] = {}
         for record, notification in items:
             by_provider.setdefault(notification.provider, []).append((record, notification))
-        retries: list[tuple[Record, Notification]] = []
+        retries: Candidates = []
         if len(by_provider) == 1:
             [(name, group)] = by_provider.items()
             await self._first_attempt(name, group, settled, retries, started)
@@ -226,9 +237,9 @@ class Pipeline:
     async def _first_attempt(
         self,
         name: str,
-        group: list[tuple[Record, Notification]],
+        group: Candidates,
         settled: Settled,
-        retries: list[tuple[Record, Notification]],
+        retries: Candidates,
         started: float,
     ) -> None:
         provider = self._providers[name]
