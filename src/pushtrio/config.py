@@ -14,9 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .errors import ConfigError
+from .model import PROVIDERS
 
 MEMORY_URL = "memory://"
-PROVIDER_NAMES = ("fcm", "apns", "firebase")
+PROVIDER_NAMES = PROVIDERS
 LOG_LEVELS = ("debug", "info", "warning", "warn", "error", "critical")
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")

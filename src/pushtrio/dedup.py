@@ -13,12 +13,12 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, Protocol
+from typing import Protocol
 
 import redis
 import trio
 
-from .redis_client import execute_many, run_redis
+from .redis_client import execute_many, raise_first_error, run_redis
 
 KEY_PREFIX = "dedup:"
 
@@ -96,7 +96,7 @@ class RedisDedup:
         # A pipeline must not be shared between threads: one per call. EXISTS per
         # key rather than one multi-key EXISTS keeps each command on one slot.
         replies = execute_many(self._client, [("EXISTS", dedup_key(i)) for i in ids])
-        _raise_first_error(replies)
+        raise_first_error(replies)
         return replies
 
     def _set(self, ids: Sequence[str]) -> None:
@@ -104,13 +104,7 @@ class RedisDedup:
         replies = execute_many(
             self._client, [("SET", dedup_key(i), b"1", "PX", ttl_ms) for i in ids]
         )
-        _raise_first_error(replies)
-
-
-def _raise_first_error(replies: list[Any]) -> None:
-    for reply in replies:
-        if isinstance(reply, Exception):
-            raise reply
+        raise_first_error(replies)
 
 
 class MemoryDedup:

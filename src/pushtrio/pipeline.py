@@ -88,7 +88,6 @@ class Pipeline:
         self._journal = journal
         self._slots = trio.Semaphore(options.max_in_flight)
         self._claims: dict[str, Record] = {}
-        self.backend_errors = 0
         self.last_backend_error = ""
 
     async def serve(
@@ -305,7 +304,6 @@ class Pipeline:
         outcome = _outcome(
             kind, notification, record, attempts=attempts, error=error, started=started
         )
-        await self._remember_delivered([(record, outcome)])
         await settle_send.send([(record, outcome)])
 
     async def _run_settler(self, settle_recv: trio.MemoryReceiveChannel[Settled]) -> None:
@@ -320,6 +318,8 @@ class Pipeline:
                 await self._finish(settled)
 
     async def _finish(self, settled: Settled) -> None:
+        # Deliveries that took retries come one by one: recorded here, in bulk.
+        await self._remember_delivered([(r, o) for r, o in settled if o.attempts > 1])
         letters = [_dead_letter(r, o) for r, o in settled if o.event.dead_letter]
         if letters:
             topic = self._options.dlq_topic
@@ -348,7 +348,6 @@ class Pipeline:
             try:
                 result = await call()
             except BackendError as exc:
-                self.backend_errors += 1
                 self.last_backend_error = f"{what}: {exc}"
                 log.warning("%s failed, retrying in %.1fs: %s", what, delay, exc)
                 await trio.sleep(delay)

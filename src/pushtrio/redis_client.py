@@ -138,6 +138,13 @@ def execute_many(client: redis.Redis, commands: Sequence[Sequence[bytes | str | 
     raise AssertionError("unreachable")
 
 
+def raise_first_error(replies: list[Any]) -> None:
+    """Raise the first error reply of :func:`execute_many`, if any."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+
+
 async def run_redis(call: Callable[[], T], *, abandon_on_cancel: bool = False) -> T:
     """Run the blocking ``call`` in a worker thread and return its result.
 
@@ -161,5 +168,6 @@ __all__ = [
     "open_redis",
     "pack_commands",
     "parse_addr",
+    "raise_first_error",
     "run_redis",
 ]

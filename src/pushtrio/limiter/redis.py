@@ -24,7 +24,7 @@ import trio
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
-from ..redis_client import execute_many, run_redis
+from ..redis_client import execute_many, raise_first_error, run_redis
 from . import LimitStatus, check_window
 
 KEY_PREFIX = "rate_limit:"
@@ -161,9 +161,7 @@ class RedisLimiter:
             retried = self._pipeline(script.sha, [calls[i] for i in refused])
             for i, reply in zip(refused, retried, strict=True):
                 replies[i] = reply
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
+        raise_first_error(replies)
         return replies
 
     def _pipeline(self, sha: str, calls: Sequence[_ScriptCall]) -> list[Any]:

@@ -17,6 +17,11 @@ import trio
 Headers = list[tuple[str, bytes]]
 
 
+def batch_size_for(max_queue_size: int) -> int:
+    """Records per batch: a quarter of the queue (so several batches fit), 1 to 500."""
+    return max(1, min(500, max_queue_size // 4))
+
+
 @dataclass(slots=True, frozen=True)
 class Record:
     """One record read from the topic; ``epoch`` ties it to one assignment of its partition."""

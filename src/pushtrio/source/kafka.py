@@ -31,7 +31,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from ..errors import BackendError
-from . import Batch, Record
+from . import Batch, Record, batch_size_for
 from .tracker import OffsetTracker
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ class KafkaSource:
         self._brokers = list(brokers)
         self._topic = topic
         self._group = group
-        self.batch_size = max(1, min(500, max_queue_size // 4 or 1))
+        self.batch_size = batch_size_for(max_queue_size)
         self._max_queued = max_queue_size
         self.tracker = OffsetTracker()
         self._assigned: queue.SimpleQueue[list[TopicPartition]] = queue.SimpleQueue()
@@ -178,10 +178,7 @@ class KafkaSource:
         return [r for r in chunk if epochs[r.partition]]
 
     def _register(self, batch: Batch) -> None:
-        by_partition: dict[tuple[int, int], list[int]] = {}
-        for record in batch:
-            by_partition.setdefault((record.partition, record.epoch), []).append(record.offset)
-        for (partition, epoch), offsets in by_partition.items():
+        for (partition, epoch), offsets in _offsets_by_partition(batch).items():
             self.tracker.hand_out((self._topic, partition), epoch, offsets)
 
     def taken(self, n: int) -> None:
@@ -196,10 +193,7 @@ class KafkaSource:
         self._closing.set()
 
     def settle(self, records: Sequence[Record]) -> None:
-        by_partition: dict[tuple[int, int], list[int]] = {}
-        for record in records:
-            by_partition.setdefault((record.partition, record.epoch), []).append(record.offset)
-        for (partition, epoch), offsets in by_partition.items():
+        for (partition, epoch), offsets in _offsets_by_partition(records).items():
             self.tracker.settle((self._topic, partition), epoch, offsets)
 
     def queued(self) -> int:
@@ -382,3 +376,11 @@ class KafkaSource:
             if high is not None:
                 lag += max(0, high - (committed if committed is not None else 0))
         self._lag = lag
+
+
+def _offsets_by_partition(records: Sequence[Record]) -> dict[tuple[int, int], list[int]]:
+    """Offsets grouped by (partition, epoch), each group in the records' order."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for record in records:
+        groups.setdefault((record.partition, record.epoch), []).append(record.offset)
+    return groups

@@ -14,7 +14,7 @@ from typing import Any
 
 import trio
 
-from . import Batch, Headers, Record
+from . import Batch, Headers, Record, batch_size_for
 from .tracker import OffsetTracker
 
 
@@ -61,7 +61,7 @@ class MemorySource:
     def __init__(self, broker: MemoryBroker, topic: str, *, max_queue_size: int) -> None:
         self._broker = broker
         self._topic = topic
-        self.batch_size = max(1, min(500, max_queue_size // 4 or 1))
+        self.batch_size = batch_size_for(max_queue_size)
         self._max_queued = max_queue_size
         self.tracker = OffsetTracker()
         self._epoch = self.tracker.assign((topic, 0))

@@ -123,7 +123,7 @@ async def _read_notification() -> Notification | Response:
     except orjson.JSONDecodeError as exc:
         return json_error(415, f"body is not valid JSON: {exc}", field=None)
     try:
-        return validate_document(document, default_id=uuid.uuid4().hex)
+        return validate_document(document, default_id=lambda: uuid.uuid4().hex)
     except NotificationTooLarge as exc:
         return json_error(413, exc.reason, field=exc.field)
     except InvalidNotification as exc:
