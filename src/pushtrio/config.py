@@ -20,6 +20,7 @@ MEMORY_URL = "memory://"
 PROVIDER_NAMES = PROVIDERS
 LOG_LEVELS = ("debug", "info", "warning", "warn", "error", "critical")
 
+_HOST_PORT = re.compile(r"[A-Za-z0-9_.\-\[\]:]+:\d{1,5}")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -155,7 +156,7 @@ def _brokers(env: Mapping[str, str]) -> tuple[str, ...]:
     if brokers in ((), (MEMORY_URL,)):
         return (MEMORY_URL,)
     for broker in brokers:
-        if not re.fullmatch(r"[A-Za-z0-9_.\-\[\]:]+:\d{1,5}", broker):
+        if not _HOST_PORT.fullmatch(broker):
             raise ConfigError(
                 "KAFKA_BROKERS", raw, "expected host:port[,host:port...] or memory://"
             )
@@ -164,7 +165,7 @@ def _brokers(env: Mapping[str, str]) -> tuple[str, ...]:
 
 def _redis_addr(env: Mapping[str, str]) -> str:
     raw = env.get("REDIS_ADDR", MEMORY_URL).strip() or MEMORY_URL
-    if raw != MEMORY_URL and not re.fullmatch(r"[A-Za-z0-9_.\-\[\]:]+:\d{1,5}", raw):
+    if raw != MEMORY_URL and not _HOST_PORT.fullmatch(raw):
         raise ConfigError("REDIS_ADDR", raw, "expected host:port or memory://")
     return raw
 

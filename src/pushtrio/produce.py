@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .config import Settings
 from .errors import BrokerUnavailable
+from .model import format_time
 
 INVALID_SAMPLES = (
     b"this is not json",
@@ -55,9 +56,9 @@ def generate(options: ProduceOptions) -> Iterator[tuple[bytes, bytes]]:
     """``(key, value)`` pairs of generated notifications, in a reproducible mix when seeded."""
     rng = random.Random(options.seed)
     now = datetime.now(UTC)
-    past = (now - timedelta(hours=1)).isoformat().replace("+00:00", "Z")
-    future = (now + timedelta(days=1)).isoformat().replace("+00:00", "Z")
-    created = now.isoformat().replace("+00:00", "Z")
+    past = format_time(now - timedelta(hours=1))
+    future = format_time(now + timedelta(days=1))
+    created = format_time(now)
     for i in range(options.count):
         user = f"user-{i % max(1, options.users)}"
         roll = rng.random()

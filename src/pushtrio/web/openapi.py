@@ -19,6 +19,7 @@ from ..model import (
     MAX_TITLE_CHARS,
     MAX_TYPE_CHARS,
     PROVIDERS,
+    USER_ID_PATTERN,
     OutcomeKind,
 )
 
@@ -47,7 +48,7 @@ _USER_ID_PARAMETER = {
 }
 
 _SCHEMAS: dict[str, Any] = {
-    "UserId": {"type": "string", "pattern": "^[A-Za-z0-9_.:@-]{1,128}$"},
+    "UserId": {"type": "string", "pattern": f"^{USER_ID_PATTERN.pattern}$"},
     "Error": {
         "type": "object",
         "required": ["error"],
