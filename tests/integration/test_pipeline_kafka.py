@@ -9,27 +9,24 @@ import orjson
 import pytest
 import trio
 
-from pushtrio.config import PROVIDER_NAMES, Settings
+from pushtrio.config import Settings
 from pushtrio.model import OutcomeKind
 from pushtrio.service import Service
 
+from ..fast import fast_settings
 from .kafka_tools import notification, produce, read_all, wait_committed
 
 pytestmark = pytest.mark.integration
 
 
 def kafka_settings(kafka: str, redis: str, topic: str, **changes: object) -> Settings:
-    base = Settings(
+    base = fast_settings(
         kafka_brokers=(kafka,),
         kafka_topic=topic,
         consumer_group=f"group-{topic}",
         redis_addr=redis,
         dlq_topic=f"{topic}.dlq",
-        port=0,
-        provider_latency_s=0.0,
-        provider_success_rates=tuple((name, 1.0) for name in PROVIDER_NAMES),
         provider_seed=7,
-        retry_delay_s=0.01,
         shutdown_timeout_s=10.0,
     )
     return base.replace(**changes)

@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import trio
 
-from pushtrio.config import PROVIDER_NAMES, Settings
+from pushtrio.config import Settings
 from pushtrio.events import Subscription
 from pushtrio.providers import provider_stats
 from pushtrio.source.memory import MemoryBroker, MemorySource
+
+from ..fast import fast_settings
 
 if TYPE_CHECKING:
     from pushtrio.service import Service
@@ -31,14 +33,10 @@ KINDS = ("delivered", "failed", "invalid", "rate_limited", "expired", "duplicate
 
 
 def settings(**changes: Any) -> Settings:
-    base = Settings(
-        port=0,
-        provider_latency_s=0.0,
+    base = fast_settings(
         provider_seed=1,
-        provider_success_rates=tuple((name, 1.0) for name in PROVIDER_NAMES),
         rate_limit_per_user=1000,
         rate_limit_window_s=3600.0,
-        retry_delay_s=0.01,
         shutdown_timeout_s=30.0,
         worker_count=4,
         max_queue_size=400,

@@ -19,11 +19,13 @@ import pytest
 import trio
 from trio_websocket import WebSocketConnection, wrap_client_stream
 
-from pushtrio.config import PROVIDER_NAMES, Settings
+from pushtrio.config import Settings
 from pushtrio.events import EventHub
 from pushtrio.limiter.memory import MemoryLimiter
 from pushtrio.metrics import Metrics
 from pushtrio.web import AppHandles
+
+from ..fast import fast_settings
 
 if TYPE_CHECKING:
     # Imported lazily below: it imports kafka-python, whose import-time
@@ -36,13 +38,9 @@ TOKEN = "s3cret-admin-token"
 
 def web_settings(**changes: Any) -> Settings:
     """Settings for a fast, deterministic service on a free port, embedded by default."""
-    base = Settings(
-        port=0,
+    base = fast_settings(
         host="127.0.0.1",
-        provider_latency_s=0.0,
-        provider_success_rates=tuple((name, 1.0) for name in PROVIDER_NAMES),
         provider_seed=7,
-        retry_delay_s=0.01,
         rate_limit_per_user=10,
         rate_limit_window_s=3600.0,
         shutdown_timeout_s=5.0,
