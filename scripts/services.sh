@@ -153,7 +153,7 @@ status_redis() {
 
 ensure_java() {
     local need=()
-    command -v java >/dev/null || need+=(default-jre-headless)
+    { command -v java >/dev/null && command -v javac >/dev/null; } || need+=(default-jdk-headless)
     command -v mvn >/dev/null || [ -f "$KAFKA_MARKER" ] || need+=(maven)
     [ "${#need[@]}" -eq 0 ] || apt_install "${need[@]}"
     local major

@@ -15,7 +15,7 @@ import trio
 
 from . import __version__
 from .config import Settings, load_settings
-from .errors import BackendError, ConfigError
+from .errors import BackendError, BackendMisconfigured, ConfigError
 
 log = logging.getLogger("pushtrio")
 
@@ -72,6 +72,9 @@ def _cmd_serve(settings: Settings, _: argparse.Namespace) -> int:
         trio.run(_serve, settings)
     except* OSError as group:
         log.error("cannot start: %s", _first_leaf(group))
+        status = 1
+    except* BackendMisconfigured as group:
+        log.error("cannot start: %s (check the settings)", _first_leaf(group))
         status = 1
     except* BackendError as group:
         log.error("stopped: %s", _first_leaf(group))

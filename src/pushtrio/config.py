@@ -73,6 +73,7 @@ class Settings:
     host: str = "127.0.0.1"
     log_level: str = "info"
     shutdown_timeout_s: float = 30.0
+    release_after_s: float = 30.0
     dlq_topic: str = "notifications.dlq"
     dedup_ttl_s: float = 24 * 3600.0
     provider_success_rates: tuple[tuple[str, float], ...] = tuple(
@@ -203,6 +204,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         host=_text(env, "HOST", "127.0.0.1"),
         log_level=log_level,
         shutdown_timeout_s=_duration(env, "SHUTDOWN_TIMEOUT", 30.0, positive=True),
+        release_after_s=_duration(env, "RELEASE_AFTER", 30.0, positive=True),
         dlq_topic=_text(env, "DLQ_TOPIC", "notifications.dlq", pattern=topic_pattern),
         dedup_ttl_s=_duration(env, "DEDUP_TTL", 24 * 3600.0, positive=True),
         provider_success_rates=rates,
@@ -232,6 +234,7 @@ ENVIRONMENT_VARIABLES = (
     "HOST",
     "LOG_LEVEL",
     "SHUTDOWN_TIMEOUT",
+    "RELEASE_AFTER",
     "DLQ_TOPIC",
     "DEDUP_TTL",
     "PROVIDER_SUCCESS_RATE",

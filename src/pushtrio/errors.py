@@ -7,7 +7,10 @@ Every error pushtrio raises on purpose derives from :class:`PushtrioError`::
     ├── InvalidNotification      a record or request body breaks the message contract
     │   └── NotificationTooLarge the record or one of its fields is over a size limit
     ├── BackendError             Kafka or Redis did not answer as expected
-    │   └── BrokerUnavailable    the broker could not take a record (POST /send -> 503)
+    │   ├── BrokerUnavailable    the broker could not take a record (POST /send -> 503)
+    │   └── BackendMisconfigured the backend refuses pushtrio's credentials or data
+    │                            (wrong password, no permission, WRONGTYPE): retrying
+    │                            the same call will not help
     └── ProviderError            a push provider refused or failed a delivery
         ├── TransientProviderError   worth retrying (timeouts, 5xx, throttling)
         └── PermanentProviderError   never retried (unregistered token, bad payload)
@@ -54,6 +57,14 @@ class BrokerUnavailable(BackendError):
     """The broker (or embedded queue) could not accept a record."""
 
 
+class BackendMisconfigured(BackendError):
+    """The backend answers but refuses us: a configuration error, not an outage.
+
+    At start-up it stops the service (exit status 1) before it joins the group; later
+    it is reported on /health and, if it lasts, the instance leaves the group.
+    """
+
+
 class ProviderError(PushtrioError):
     """A push provider did not deliver a notification."""
 
@@ -73,6 +84,7 @@ class PermanentProviderError(ProviderError):
 
 __all__ = [
     "BackendError",
+    "BackendMisconfigured",
     "BrokerUnavailable",
     "ConfigError",
     "InvalidNotification",

@@ -33,7 +33,7 @@ import trio
 
 from .dedup import DedupStore
 from .delivery import deliver, first_attempts
-from .errors import BackendError, InvalidNotification
+from .errors import BackendError, BackendMisconfigured, InvalidNotification
 from .events import EventHub
 from .limiter import Limiter
 from .metrics import Metrics
@@ -89,6 +89,9 @@ class Pipeline:
         self._slots = trio.Semaphore(options.max_in_flight)
         self._claims: dict[str, Record] = {}
         self.last_backend_error = ""
+        self.misconfigured_since: float | None = None
+        """Monotonic time since when a backend has refused us (wrong password,
+        WRONGTYPE...) without a call succeeding since; None when all is well."""
 
     async def serve(
         self,
@@ -349,11 +352,17 @@ class Pipeline:
                 result = await call()
             except BackendError as exc:
                 self.last_backend_error = f"{what}: {exc}"
-                log.warning("%s failed, retrying in %.1fs: %s", what, delay, exc)
+                if isinstance(exc, BackendMisconfigured):
+                    if self.misconfigured_since is None:
+                        self.misconfigured_since = time.monotonic()
+                        log.error("%s refused (retrying, check the settings): %s", what, exc)
+                else:
+                    log.warning("%s failed, retrying in %.1fs: %s", what, delay, exc)
                 await trio.sleep(delay)
                 delay = min(BACKOFF_MAX_S, delay * 2)
             else:
                 self.last_backend_error = ""
+                self.misconfigured_since = None
                 return result
 
 

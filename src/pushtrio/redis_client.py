@@ -20,12 +20,13 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import redis
+import redis.exceptions
 import trio
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
 from .config import Settings
-from .errors import BackendError
+from .errors import BackendError, BackendMisconfigured
 
 T = TypeVar("T")
 
@@ -157,7 +158,29 @@ async def run_redis(call: Callable[[], T], *, abandon_on_cancel: bool = False) -
     try:
         return await trio.to_thread.run_sync(call, abandon_on_cancel=abandon_on_cancel)
     except redis.RedisError as exc:
-        raise BackendError(f"redis: {type(exc).__name__}: {exc}") from exc
+        message = f"redis: {type(exc).__name__}: {exc}"
+        if is_misconfiguration(exc):
+            raise BackendMisconfigured(message) from exc
+        raise BackendError(message) from exc
+
+
+_MISCONFIGURED_REPLIES = ("NOAUTH", "WRONGPASS", "NOPERM", "WRONGTYPE", "DB index is out of range")
+
+
+def is_misconfiguration(exc: redis.RedisError) -> bool:
+    """Whether Redis refused us for who we are or what a key holds, not for an outage.
+
+    A wrong or missing password, a missing permission, a database index the server
+    does not have, a key of another type: retrying the same call cannot succeed.
+    """
+    if isinstance(
+        exc,
+        redis.exceptions.AuthenticationError
+        | redis.exceptions.AuthorizationError
+        | redis.exceptions.NoPermissionError,
+    ):
+        return True
+    return isinstance(exc, redis.ResponseError) and str(exc).startswith(_MISCONFIGURED_REPLIES)
 
 
 __all__ = [
@@ -165,6 +188,7 @@ __all__ = [
     "SOCKET_TIMEOUT_S",
     "connect",
     "execute_many",
+    "is_misconfiguration",
     "open_redis",
     "pack_commands",
     "parse_addr",

@@ -24,7 +24,7 @@ import trio
 from . import __version__
 from .backends import Backends, open_backends
 from .config import Settings
-from .errors import BackendError
+from .errors import BackendError, BackendMisconfigured
 from .events import EventHub
 from .metrics import Metrics
 from .model import Outcome
@@ -38,6 +38,8 @@ from .web.server import serve_web
 log = logging.getLogger(__name__)
 
 SOURCE_RETRY_MAX_S = 10.0
+PROBE_TIMEOUT_S = 15.0
+"""Limit on one start-up probe of a backend (the broker's bootstrap takes up to 10 s)."""
 
 
 class Service:
@@ -80,7 +82,11 @@ class Service:
                     self._run_pipeline, pipeline, batch_recv, pipeline_scope, pipeline_done
                 )
                 self.addresses = await root.start(serve_web, self._handles(backends), web_stop)
-                await self._start_source(root, backends, batch_send, stop)
+                if await self._await_backends(backends, stop):
+                    await self._start_source(root, backends, batch_send, stop)
+                    root.start_soon(self._release_while_misconfigured, backends, pipeline, stop)
+                else:
+                    await batch_send.aclose()
                 log.info(
                     "pushtrio %s ready on %s: %s, %d workers",
                     __version__,
@@ -113,6 +119,73 @@ class Service:
             event["offset"] = outcome.offset
             lines.append(orjson.dumps(event))
         self._outcome_log.write(b"\n".join(lines) + b"\n")
+
+    async def _await_backends(self, backends: Backends, stop: trio.Event) -> bool:
+        """Wait until Redis and the broker answer, before joining the consumer group.
+
+        An instance that cannot work must not take partitions from the ones that
+        can. Returns False if ``stop`` is set first. Raises BackendMisconfigured at
+        once when a backend refuses us (wrong password...): retrying cannot help.
+        """
+        probes = {"kafka": backends.publisher.check}
+        if not self.settings.redis_embedded:
+            probes["redis"] = backends.limiter.check
+        delay, attempt = 0.5, 0
+        while True:
+            failures = {}
+            for name, probe in probes.items():
+                try:
+                    with trio.fail_after(PROBE_TIMEOUT_S):
+                        await probe()
+                except trio.TooSlowError:
+                    failures[name] = f"no answer within {PROBE_TIMEOUT_S:.0f}s"
+                except BackendMisconfigured:
+                    raise
+                except BackendError as exc:
+                    failures[name] = str(exc)
+            if not failures:
+                return True
+            attempt += 1
+            for name, error in failures.items():
+                log.warning(
+                    "%s not answering at start-up (attempt %d; not joining the group yet), "
+                    "retrying in %.1fs: %s",
+                    name,
+                    attempt,
+                    delay,
+                    error,
+                )
+            with trio.move_on_after(delay):
+                await stop.wait()
+            if stop.is_set():
+                return False
+            delay = min(SOURCE_RETRY_MAX_S, delay * 2)
+
+    async def _release_while_misconfigured(
+        self, backends: Backends, pipeline: Pipeline, stop: trio.Event
+    ) -> None:
+        """Leave the group while a backend keeps refusing us; join again once it accepts.
+
+        The workers' own retries are the probe: the refusal is over when one of
+        their calls succeeds. Returns once ``stop`` is set.
+        """
+        released = False
+        while not stop.is_set():
+            with trio.move_on_after(1.0):
+                await stop.wait()
+            since = pipeline.misconfigured_since
+            refused_for = 0.0 if since is None else time.monotonic() - since
+            if not released and refused_for >= self.settings.release_after_s:
+                log.error(
+                    "a backend has refused us for %.0fs (%s): leaving the consumer group",
+                    refused_for,
+                    pipeline.last_backend_error,
+                )
+                backends.source.release()
+                released = True
+            elif released and since is None:
+                backends.source.rejoin()
+                released = False
 
     async def _start_source(
         self,
@@ -226,7 +299,7 @@ class Service:
         }
         stats = {name: provider_stats(p) for name, p in self.providers.items()}
         providers = {name: s.to_dict() for name, s in stats.items()}
-        providers_ok = any(s.healthy for s in stats.values())
+        providers_ok = all(s.healthy for s in stats.values())
         components = {
             "kafka": source,
             "redis": redis,

@@ -209,6 +209,8 @@ BAD_VALUES = [
     ("PORT", "http"),
     ("SHUTDOWN_TIMEOUT", "0"),
     ("SHUTDOWN_TIMEOUT", "1m-"),
+    ("RELEASE_AFTER", "0"),
+    ("RELEASE_AFTER", "never"),
     ("DEDUP_TTL", "1d"),
     ("DEDUP_TTL", "0"),
     ("PROVIDER_SUCCESS_RATE", "1.5"),

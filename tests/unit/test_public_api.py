@@ -16,6 +16,7 @@ PARENTS = {
     "NotificationTooLarge": "InvalidNotification",
     "BackendError": "PushtrioError",
     "BrokerUnavailable": "BackendError",
+    "BackendMisconfigured": "BackendError",
     "ProviderError": "PushtrioError",
     "TransientProviderError": "ProviderError",
     "PermanentProviderError": "ProviderError",
@@ -25,6 +26,7 @@ PARENTS = {
 def test_errors_all_is_pinned() -> None:
     assert errors.__all__ == [
         "BackendError",
+        "BackendMisconfigured",
         "BrokerUnavailable",
         "ConfigError",
         "InvalidNotification",

@@ -61,6 +61,14 @@ class Source(Protocol):
         """Stop handing out records (thread-safe, idempotent)."""
         ...
 
+    def release(self) -> None:
+        """Give up the partitions to other instances until :meth:`rejoin` (thread-safe)."""
+        ...
+
+    def rejoin(self) -> None:
+        """Take a share of the partitions again after :meth:`release` (thread-safe)."""
+        ...
+
     def settle(self, records: Sequence[Record]) -> None:
         """Mark records as finished (thread-safe; stale epochs are ignored)."""
         ...

@@ -32,16 +32,31 @@ from kafka.structs import OffsetAndMetadata
 
 from ..errors import BackendError
 from . import Batch, Record, batch_size_for
+from .kafka_errors import DECODE_ERRORS, StuckPartitions, describe
+from .monitor import GroupMonitor
 from .tracker import OffsetTracker
 
 log = logging.getLogger(__name__)
 
 POLL_TIMEOUT_MS = 100
 COMMIT_INTERVAL_S = 0.2
-LAG_INTERVAL_S = 1.0
+STALL_AFTER_S = 30.0
+"""Records waiting on an assigned partition whose commit has not moved for this long
+make /health report the pipeline as stalled."""
+READER_STUCK_S = 30.0
+"""A reader thread that has not gone round its loop for this long is reported stuck."""
 SESSION_TIMEOUT_MS = 10_000
 CALL_TIMEOUT_MS = 10_000
 ERROR_PAUSE_S = 0.5
+CLOSE_GRACE_S = 5.0
+"""How long shutdown waits for the reader thread's final commit and close before
+abandoning it (a thread stuck inside kafka-python must not keep the process alive)."""
+RECONNECT_BACKOFF_MAX_MS = 1000
+"""Cap on kafka-python's reconnect back-off (its default grows to 30 s after a broker
+restart, leaving the consumer idle long after the broker answers again)."""
+METADATA_MAX_AGE_MS = 10_000
+"""How often the cluster metadata is refreshed: new partitions of the topic are
+picked up within this time (kafka-python's default is 5 minutes)."""
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -75,12 +90,18 @@ class KafkaSource:
         self._assigned: queue.SimpleQueue[list[TopicPartition]] = queue.SimpleQueue()
         self._consumer: Any = None
         self._queued = 0
-        self._lag = 0
+        self.monitor = GroupMonitor(brokers, topic, group)
         self._intake_stopped = threading.Event()
         self._closing = threading.Event()
         self._connected = False
         self._last_error = ""
         self._paused = False
+        self.stuck = StuckPartitions()
+        self._membership = threading.Event()  # cleared: leave the group until set again
+        self._membership.set()
+        self._released = False
+        self.loop_at = time.monotonic()
+        """When the reader thread last went round its loop (monotonic seconds)."""
 
     # -- trio side ---------------------------------------------------------------------
 
@@ -105,22 +126,33 @@ class KafkaSource:
             thread_done = trio.Event()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._run_thread, token, thread_done)
+                nursery.start_soon(self.monitor.serve)
                 try:
                     task_status.started()
                     await trio.to_thread.run_sync(self._intake_stopped.wait, abandon_on_cancel=True)
                     await batch_send.aclose()
+                    await trio.to_thread.run_sync(self._closing.wait, abandon_on_cancel=True)
                 finally:
                     # Also on cancellation (a crash elsewhere): the thread must end,
                     # or it would keep the group's partitions while doing nothing.
-                    if not self._intake_stopped.is_set():
-                        self._intake_stopped.set()
-                        self._closing.set()
-                await thread_done.wait()
+                    self._intake_stopped.set()
+                    self._closing.set()
+                    with trio.move_on_after(CLOSE_GRACE_S, shield=True):
+                        await thread_done.wait()
+                    if not thread_done.is_set():
+                        log.warning(
+                            "Kafka reader did not stop within %.0fs (stuck in the client): "
+                            "abandoning it; unsettled records stay uncommitted",
+                            CLOSE_GRACE_S,
+                        )
+                    nursery.cancel_scope.cancel()
 
     async def _run_thread(self, token: trio.lowlevel.TrioToken, done: trio.Event) -> None:
         try:
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(self._thread_main, token)
+            # Abandoned on cancellation: a thread stuck inside kafka-python must not
+            # keep the process alive (it is a daemon thread; the commit it may still
+            # make is of settled offsets only).
+            await trio.to_thread.run_sync(self._thread_main, token, abandon_on_cancel=True)
         finally:
             done.set()
 
@@ -138,10 +170,14 @@ class KafkaSource:
                 heartbeat_interval_ms=SESSION_TIMEOUT_MS // 4,
                 request_timeout_ms=CALL_TIMEOUT_MS * 3,
                 bootstrap_timeout_ms=CALL_TIMEOUT_MS,
+                reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
+                metadata_max_age_ms=METADATA_MAX_AGE_MS,
+                # A deleted topic must show as missing, not come back empty.
+                allow_auto_create_topics=False,
             )
             consumer.subscribe([self._topic], listener=_Listener(self))
         except KafkaError as exc:
-            self._last_error = f"cannot reach Kafka at {','.join(self._brokers)}: {exc}"
+            self._last_error = f"cannot reach Kafka at {','.join(self._brokers)}: {describe(exc)}"
             raise BackendError(self._last_error) from exc
         self._connected = True
         self._last_error = ""
@@ -185,6 +221,18 @@ class KafkaSource:
         """A worker took ``n`` records off the channel (called in trio)."""
         self._queued -= n
 
+    def release(self) -> None:
+        """Leave the consumer group (thread-safe): the partitions go to healthy members.
+
+        Settled offsets are committed on the way out; the unsettled records are read
+        again by the partitions' next owners. :meth:`rejoin` undoes it.
+        """
+        self._membership.clear()
+
+    def rejoin(self) -> None:
+        """Join the group again after :meth:`release` (thread-safe)."""
+        self._membership.set()
+
     def stop_intake(self) -> None:
         self._intake_stopped.set()
 
@@ -203,18 +251,41 @@ class KafkaSource:
         return self.tracker.in_flight()
 
     def lag(self) -> int:
-        return self._lag
+        return self.monitor.lag()
 
     def health(self) -> dict[str, Any]:
-        healthy = self._connected and not self._last_error
+        assigned = {p for _, p in self.tracker.assigned()}
+        stuck = self.stuck.report()
+        stalled = self.monitor.stalled(assigned, STALL_AFTER_S)
+        errors = [self._last_error] if self._last_error else []
+        if not self.monitor.topic_exists:
+            errors.append(f"topic {self._topic} does not exist")
+        elif self.monitor.error:
+            errors.append(f"group monitor: {self.monitor.error}")
+        errors.extend(
+            f"partition {p} stopped at offset {s['offset']}: {s['error']}"
+            for p, s in sorted(stuck.items())
+        )
+        if stalled:
+            errors.append(
+                f"stalled: partitions {sorted(stalled)} have {sum(stalled.values())} records "
+                f"waiting and no commit for {STALL_AFTER_S:.0f}s"
+            )
+        since_loop = time.monotonic() - self.loop_at
+        if self._connected and since_loop > READER_STUCK_S:
+            errors.append(f"reader thread stuck in the Kafka client for {since_loop:.0f}s")
+        if self._released:
+            errors.append(f"left the consumer group {self._group} (see workers)")
         return {
-            "healthy": healthy,
+            "healthy": self._connected and not errors,
             "brokers": ",".join(self._brokers),
             "topic": self._topic,
             "group": self._group,
-            "assigned_partitions": sorted(p for _, p in self.tracker.assigned()),
+            "assigned_partitions": sorted(assigned),
             "paused": self._paused,
-            "error": self._last_error or None,
+            "lag": self.monitor.lag(),
+            "stuck_partitions": {str(p): s for p, s in stuck.items()},
+            "error": "; ".join(errors) or None,
         }
 
     # -- rebalance callbacks (kafka-python's I/O thread) ----------------------------
@@ -236,20 +307,33 @@ class KafkaSource:
     def _thread_main(self, token: trio.lowlevel.TrioToken) -> None:
         consumer = self._consumer
         pending: list[Batch] = []
-        last_commit = last_lag = 0.0
+        last_commit = 0.0
         try:
             while not self._closing.is_set():
+                if self._membership.is_set() == self._released:
+                    self._change_membership(consumer, pending)
+                if self._released:
+                    self.loop_at = time.monotonic()
+                    self._closing.wait(ERROR_PAUSE_S)
+                    continue
                 self._apply_assignments(consumer, pending)
+                self.loop_at = time.monotonic()
                 try:
                     records = consumer.poll(timeout_ms=POLL_TIMEOUT_MS)
+                except DECODE_ERRORS as exc:
+                    if not self.stuck.stop(consumer, exc):
+                        self._last_error = f"cannot decode a record batch: {describe(exc)}"
+                        self._closing.wait(ERROR_PAUSE_S)
+                    continue
                 except KafkaError as exc:
                     # The broker is away: report it, keep the member alive, try again.
-                    self._last_error = f"poll failed: {exc}"
-                    log.warning("poll failed (retrying): %s", exc)
+                    self._last_error = f"poll failed: {describe(exc)}"
+                    log.warning("poll failed (retrying): %s", describe(exc))
                     self._closing.wait(ERROR_PAUSE_S)
                     continue
                 if self._last_error.startswith("poll failed"):
                     self._last_error = ""
+                self.stuck.retry(consumer, records, resume=not self._paused)
                 fresh = self._apply_assignments(consumer, pending)
                 if not self._intake_stopped.is_set():
                     pending.extend(self._to_batches(records, fresh))
@@ -261,13 +345,10 @@ class KafkaSource:
                 if now - last_commit >= COMMIT_INTERVAL_S:
                     self._commit(consumer)
                     last_commit = now
-                if now - last_lag >= LAG_INTERVAL_S:
-                    self._update_lag(consumer)
-                    last_lag = now
         except trio.RunFinishedError:
             log.warning("trio run finished under the Kafka reader; closing")
         except Exception as exc:
-            self._last_error = str(exc)
+            self._last_error = describe(exc)
             log.exception("Kafka reader failed")
             raise
         finally:
@@ -276,6 +357,17 @@ class KafkaSource:
             finally:
                 consumer.close(autocommit=False)
                 self._connected = False
+
+    def _change_membership(self, consumer: Any, pending: list[Batch]) -> None:
+        if self._released:
+            consumer.subscribe([self._topic], listener=_Listener(self))
+            self._released = False
+            log.warning("joined the consumer group %s again", self._group)
+            return
+        consumer.unsubscribe()  # revokes (and commits) through the listener
+        pending.clear()
+        self._released = True
+        log.error("left the consumer group %s: its partitions go to healthy members", self._group)
 
     def _apply_assignments(self, consumer: Any, pending: list[Batch]) -> set[int]:
         """Start new epochs for newly assigned partitions and seek them to their commits."""
@@ -343,7 +435,7 @@ class KafkaSource:
         if pause:
             consumer.pause(*partitions)
         else:
-            consumer.resume(*partitions)
+            consumer.resume(*(tp for tp in partitions if tp.partition not in self.stuck))
         self._paused = pause
         log.debug("partitions %s", "paused" if pause else "resumed")
 
@@ -362,20 +454,13 @@ class KafkaSource:
         try:
             consumer.commit(offsets, timeout_ms=CALL_TIMEOUT_MS)
         except KafkaError as exc:
-            self._last_error = f"commit failed: {exc}"
-            log.warning("commit failed (will retry): %s", exc)
+            message = describe(exc)
+            if self._last_error != f"commit failed: {message}":
+                log.warning("commit failed (will retry): %s", message)
+            self._last_error = f"commit failed: {message}"
             return
         self._last_error = ""
         self.tracker.mark_committed(ready)
-
-    def _update_lag(self, consumer: Any) -> None:
-        lag = 0
-        for tp in consumer.assignment():
-            high = consumer.highwater(tp)
-            committed = self.tracker.committed((tp.topic, tp.partition))
-            if high is not None:
-                lag += max(0, high - (committed if committed is not None else 0))
-        self._lag = lag
 
 
 def _offsets_by_partition(records: Sequence[Record]) -> dict[tuple[int, int], list[int]]:

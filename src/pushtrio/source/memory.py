@@ -108,6 +108,12 @@ class MemorySource:
             self._queued += len(batch)
             self._position = end
 
+    def release(self) -> None:
+        """Nothing to give up: the embedded queue has no other consumers."""
+
+    def rejoin(self) -> None:
+        """See :meth:`release`."""
+
     def stop_intake(self) -> None:
         self._stop.set()
 

@@ -17,6 +17,9 @@ from kafka.errors import KafkaError
 from ..errors import BrokerUnavailable
 from . import Headers
 
+RECONNECT_BACKOFF_MAX_MS = 1000
+"""Cap on kafka-python's reconnect back-off (30 s by default after repeated failures)."""
+
 
 class KafkaPublisher:
     """Writes records with kafka-python's (thread-safe) KafkaProducer."""
@@ -37,6 +40,7 @@ class KafkaPublisher:
                     max_block_ms=int(self._timeout_s * 1000),
                     request_timeout_ms=int(self._timeout_s * 1000),
                     bootstrap_timeout_ms=int(self._timeout_s * 1000),
+                    reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
                 )
             return self._producer
 
