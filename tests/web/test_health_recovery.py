@@ -181,3 +181,29 @@ async def test_health_follows_redis_and_no_message_is_lost_kafka(
             rate_limit_per_user=1000,
         ) as running:
             await check_outage_and_recovery(running, private_redis)
+
+
+async def test_health_is_503_while_one_provider_fails_every_call() -> None:
+    """A provider with every call failing is not hidden behind the healthy ones."""
+    rates = (("fcm", 0.0), ("apns", 1.0), ("firebase", 1.0))
+    async with (
+        run_service(
+            provider_success_rates=rates, retry_attempts=0, rate_limit_per_user=1000
+        ) as running,
+        running.client() as client,
+    ):
+        for i in range(60):
+            response = await client.post("/send", json=notification(f"u{i}", provider="fcm"))
+            assert response.status_code == 202
+
+        async def fcm_unhealthy() -> bool:
+            document = (await client.get("/health")).json()
+            return document["components"]["providers"]["fcm"]["healthy"] is False
+
+        await wait_until(fcm_unhealthy, what="fcm reported unhealthy")
+        response = await client.get("/health")
+        assert response.status_code == 503
+        document = response.json()
+        assert document["status"] == "degraded"
+        assert document["components"]["providers"]["healthy"] is False
+        assert document["components"]["providers"]["apns"]["healthy"] is True

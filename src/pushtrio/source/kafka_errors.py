@@ -39,7 +39,7 @@ def describe(exc: BaseException) -> str:
     """``exc`` as one readable line: its type and message, or what it means when empty."""
     name = type(exc).__name__
     message = str(exc).strip()
-    if message in ("", "None"):
+    if message in ("", "None", name, f"{name}: None"):
         if isinstance(exc, KafkaTimeoutError):
             return f"{name}: the brokers did not answer in time"
         if isinstance(exc, KafkaError):
