@@ -13,7 +13,8 @@ import pytest
 import trio
 
 from pushtrio.source import Batch, Record
-from pushtrio.source.kafka import SESSION_TIMEOUT_MS, KafkaSource
+from pushtrio.source.clients import SESSION_TIMEOUT_MS
+from pushtrio.source.kafka import KafkaSource
 
 from .kafka_tools import (
     committed_offsets,

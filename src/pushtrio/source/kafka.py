@@ -24,14 +24,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import trio
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from ..errors import BackendError
 from . import Batch, Record, batch_size_for
+from .clients import CALL_TIMEOUT_MS, new_consumer
 from .kafka_errors import DECODE_ERRORS, StuckPartitions, describe
 from .monitor import GroupMonitor
 from .tracker import OffsetTracker
@@ -45,18 +45,10 @@ STALL_AFTER_S = 30.0
 make /health report the pipeline as stalled."""
 READER_STUCK_S = 30.0
 """A reader thread that has not gone round its loop for this long is reported stuck."""
-SESSION_TIMEOUT_MS = 10_000
-CALL_TIMEOUT_MS = 10_000
 ERROR_PAUSE_S = 0.5
 CLOSE_GRACE_S = 5.0
 """How long shutdown waits for the reader thread's final commit and close before
 abandoning it (a thread stuck inside kafka-python must not keep the process alive)."""
-RECONNECT_BACKOFF_MAX_MS = 1000
-"""Cap on kafka-python's reconnect back-off (its default grows to 30 s after a broker
-restart, leaving the consumer idle long after the broker answers again)."""
-METADATA_MAX_AGE_MS = 10_000
-"""How often the cluster metadata is refreshed: new partitions of the topic are
-picked up within this time (kafka-python's default is 5 minutes)."""
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -124,8 +116,9 @@ class KafkaSource:
         token = trio.lowlevel.current_trio_token()
         async with batch_send:
             thread_done = trio.Event()
+            thread_scope = trio.CancelScope(shield=True)
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._run_thread, token, thread_done)
+                nursery.start_soon(self._run_thread, token, thread_done, thread_scope)
                 nursery.start_soon(self.monitor.serve)
                 try:
                     task_status.started()
@@ -140,6 +133,7 @@ class KafkaSource:
                     with trio.move_on_after(CLOSE_GRACE_S, shield=True):
                         await thread_done.wait()
                     if not thread_done.is_set():
+                        thread_scope.cancel()
                         log.warning(
                             "Kafka reader did not stop within %.0fs (stuck in the client): "
                             "abandoning it; unsettled records stay uncommitted",
@@ -147,34 +141,21 @@ class KafkaSource:
                         )
                     nursery.cancel_scope.cancel()
 
-    async def _run_thread(self, token: trio.lowlevel.TrioToken, done: trio.Event) -> None:
+    async def _run_thread(
+        self, token: trio.lowlevel.TrioToken, done: trio.Event, scope: trio.CancelScope
+    ) -> None:
         try:
-            # Abandoned on cancellation: a thread stuck inside kafka-python must not
-            # keep the process alive (it is a daemon thread; the commit it may still
-            # make is of settled offsets only).
-            await trio.to_thread.run_sync(self._thread_main, token, abandon_on_cancel=True)
+            # Shielded, so that a cancellation from above still lets the thread make
+            # its final commit; ``scope.cancel()`` abandons it (a daemon thread stuck
+            # inside kafka-python must not keep the process alive).
+            with scope:
+                await trio.to_thread.run_sync(self._thread_main, token, abandon_on_cancel=True)
         finally:
             done.set()
 
     def _open_consumer(self) -> Any:
         try:
-            consumer = KafkaConsumer(
-                bootstrap_servers=self._brokers,
-                group_id=self._group,
-                client_id=f"pushtrio-{self._group}",
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                max_poll_records=self.batch_size,
-                partition_assignment_strategy=(CooperativeStickyAssignor,),
-                session_timeout_ms=SESSION_TIMEOUT_MS,
-                heartbeat_interval_ms=SESSION_TIMEOUT_MS // 4,
-                request_timeout_ms=CALL_TIMEOUT_MS * 3,
-                bootstrap_timeout_ms=CALL_TIMEOUT_MS,
-                reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
-                metadata_max_age_ms=METADATA_MAX_AGE_MS,
-                # A deleted topic must show as missing, not come back empty.
-                allow_auto_create_topics=False,
-            )
+            consumer = new_consumer(self._brokers, self._group, max_poll_records=self.batch_size)
             consumer.subscribe([self._topic], listener=_Listener(self))
         except KafkaError as exc:
             self._last_error = f"cannot reach Kafka at {','.join(self._brokers)}: {describe(exc)}"
@@ -255,22 +236,8 @@ class KafkaSource:
 
     def health(self) -> dict[str, Any]:
         assigned = {p for _, p in self.tracker.assigned()}
-        stuck = self.stuck.report()
-        stalled = self.monitor.stalled(assigned, STALL_AFTER_S)
         errors = [self._last_error] if self._last_error else []
-        if not self.monitor.topic_exists:
-            errors.append(f"topic {self._topic} does not exist")
-        elif self.monitor.error:
-            errors.append(f"group monitor: {self.monitor.error}")
-        errors.extend(
-            f"partition {p} stopped at offset {s['offset']}: {s['error']}"
-            for p, s in sorted(stuck.items())
-        )
-        if stalled:
-            errors.append(
-                f"stalled: partitions {sorted(stalled)} have {sum(stalled.values())} records "
-                f"waiting and no commit for {STALL_AFTER_S:.0f}s"
-            )
+        errors += self.monitor.problems(assigned, STALL_AFTER_S) + self.stuck.problems()
         since_loop = time.monotonic() - self.loop_at
         if self._connected and since_loop > READER_STUCK_S:
             errors.append(f"reader thread stuck in the Kafka client for {since_loop:.0f}s")
@@ -284,7 +251,7 @@ class KafkaSource:
             "assigned_partitions": sorted(assigned),
             "paused": self._paused,
             "lag": self.monitor.lag(),
-            "stuck_partitions": {str(p): s for p, s in stuck.items()},
+            "stuck_partitions": {str(p): s for p, s in self.stuck.report().items()},
             "error": "; ".join(errors) or None,
         }
 

@@ -45,6 +45,8 @@ def describe(exc: BaseException) -> str:
         if isinstance(exc, KafkaError):
             return f"{name}: {getattr(exc, 'description', '') or 'no details given'}"
         return name
+    if message.startswith(f"{name}: "):
+        return message
     return f"{name}: {message}"
 
 
@@ -140,6 +142,13 @@ class StuckPartitions:
                 stuck.retry_at = now + STUCK_RETRY_S
                 if resume:
                     consumer.resume(tp)
+
+    def problems(self) -> list[str]:
+        """One line per stuck partition, for /health."""
+        return [
+            f"partition {p} stopped at offset {s.offset}: {s.error}"
+            for p, s in sorted(self._stuck.items())
+        ]
 
     def report(self) -> dict[int, dict[str, Any]]:
         """Stuck partitions: the offset they stopped at and the error."""

@@ -28,6 +28,7 @@ from kafka import TopicPartition
 from kafka.admin import KafkaAdminClient, OffsetSpec
 from kafka.errors import KafkaError
 
+from .clients import RECONNECT_BACKOFF_MAX_MS
 from .kafka_errors import describe
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,19 @@ class GroupMonitor:
             if n in partitions and p.end > p.committed and now - p.moved_at >= after_s
         }
 
+    def problems(self, assigned: set[int], stall_after_s: float) -> list[str]:
+        """What /health should say: a missing topic, a failed round, stalled partitions."""
+        if not self.topic_exists:
+            return [f"topic {self._topic} does not exist"]
+        problems = [f"group monitor: {self.error}"] if self.error else []
+        stalled = self.stalled(assigned, stall_after_s)
+        if stalled:
+            problems.append(
+                f"stalled: partitions {sorted(stalled)} have {sum(stalled.values())} records "
+                f"waiting and no commit for {stall_after_s:.0f}s"
+            )
+        return problems
+
     def _set_error(self, error: str) -> None:
         if error != self.error:
             log.warning("group monitor: %s", error)
@@ -137,7 +151,7 @@ class GroupMonitor:
                 client_id=f"pushtrio-{self._group}-monitor",
                 request_timeout_ms=CALL_TIMEOUT_MS,
                 bootstrap_timeout_ms=CALL_TIMEOUT_MS,
-                reconnect_backoff_max_ms=1000,
+                reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
             )
         admin = self._admin
         [described] = admin.describe_topics([self._topic])

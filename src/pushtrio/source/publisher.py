@@ -16,9 +16,7 @@ from kafka.errors import KafkaError
 
 from ..errors import BrokerUnavailable
 from . import Headers
-
-RECONNECT_BACKOFF_MAX_MS = 1000
-"""Cap on kafka-python's reconnect back-off (30 s by default after repeated failures)."""
+from .clients import RECONNECT_BACKOFF_MAX_MS
 
 
 class KafkaPublisher:
