@@ -318,3 +318,39 @@ def test_revoked_password_releases_partitions_to_a_healthy_instance(
         ids = [e["id"] for e in read_jsonl(Path(good_env["OUTCOME_LOG"]))]
         ids += [e["id"] for e in read_jsonl(Path(bad_env["OUTCOME_LOG"]))]
         assert set(ids) == {f"r-{i}" for i in range(n)}
+
+
+def test_a_pipeline_that_stops_moving_is_reported_and_still_stops_on_sigterm(
+    kafka_bootstrap: str, redis_addr: str, new_topic: Any, tmp_path: Path
+) -> None:
+    """Providers that never answer: no error anywhere, but lag and no commit is a stall."""
+    with time_limit(120):
+        topic = new_topic(1)
+        produce_to_partitions(
+            kafka_bootstrap, topic, [(0, *notification(f"s-{i}", f"u{i}")) for i in range(5)]
+        )
+        env = serve_env(
+            kafka_bootstrap,
+            redis_addr,
+            topic,
+            tmp_path,
+            "stall",
+            PROVIDER_LATENCY="10m",
+            PROVIDER_TIMEOUT="20m",
+            SHUTDOWN_TIMEOUT=f"{SHUTDOWN_TIMEOUT_S}s",
+        )
+        port = env["PORT"]
+        log = tmp_path / "stall.log"
+        with serving(env, log) as process:
+            assert get_health(port)[0] == 200, health_error(port)
+            took = wait_for("a stall on /health", lambda: "stalled" in health_error(port), 60)
+            status, document = get_health(port)
+            assert status == 503
+            assert (
+                "partitions [0] have 5 records waiting" in document["components"]["kafka"]["error"]
+            )
+            exit_s, exit_status = sigterm_exit_s(process)
+        print(f"\nstall reported {took:.1f}s after start; exit {exit_s:.1f}s after SIGTERM")
+        assert exit_status == 0, tail(log)
+        assert exit_s < SHUTDOWN_TIMEOUT_S + SHUTDOWN_SLACK_S
+        assert committed_offsets(kafka_bootstrap, env["CONSUMER_GROUP"]).get(0, 0) == 0
