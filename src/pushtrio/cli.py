@@ -43,6 +43,10 @@ def setup_logging(level: str) -> None:
     root.setLevel(logging.WARNING)
     name = "WARNING" if level == "warn" else level.upper()
     logging.getLogger("pushtrio").setLevel(name)
+    # kafka-python logs "Topic ... not found in cluster metadata" as an error at every
+    # metadata refresh (10 a second) while a topic is missing; the group monitor says
+    # it once, with what it means, and /health keeps saying it.
+    logging.getLogger("kafka.cluster").setLevel(logging.CRITICAL)
 
 
 async def _watch_signals(stop: trio.Event) -> None:

@@ -27,7 +27,7 @@ import sys
 import time
 import types
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +71,9 @@ def time_limit(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def wait_for(what: str, condition: Any, timeout_s: float, every_s: float = 0.05) -> float:
+def wait_for(
+    what: str, condition: Callable[[], object], timeout_s: float, every_s: float = 0.05
+) -> float:
     """Poll ``condition()`` until it is true; return the time it took (monotonic seconds)."""
     started = time.monotonic()
     deadline = started + timeout_s

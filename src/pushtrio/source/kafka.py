@@ -241,7 +241,7 @@ class KafkaSource:
         since_loop = time.monotonic() - self.loop_at
         if self._connected and since_loop > READER_STUCK_S:
             errors.append(f"reader thread stuck in the Kafka client for {since_loop:.0f}s")
-        if self._released:
+        if self._released and self.monitor.topic_exists:
             errors.append(f"left the consumer group {self._group} (see workers)")
         return {
             "healthy": self._connected and not errors,
@@ -277,7 +277,10 @@ class KafkaSource:
         last_commit = 0.0
         try:
             while not self._closing.is_set():
-                if self._membership.is_set() == self._released:
+                # Out of the group while asked to (a backend refuses us) or while the
+                # topic does not exist (kafka-python spins on a deleted topic).
+                wanted = self._membership.is_set() and self.monitor.topic_exists
+                if wanted == self._released:
                     self._change_membership(consumer, pending)
                 if self._released:
                     self.loop_at = time.monotonic()
@@ -300,6 +303,12 @@ class KafkaSource:
                     continue
                 if self._last_error.startswith("poll failed"):
                     self._last_error = ""
+                if not records and not pending:
+                    # kafka-python can return at once with nothing (no partitions,
+                    # a topic gone): never go round faster than the poll timeout.
+                    spare = POLL_TIMEOUT_MS / 1000 - (time.monotonic() - self.loop_at)
+                    if spare > 0:
+                        self._closing.wait(spare)
                 self.stuck.retry(consumer, records, resume=not self._paused)
                 fresh = self._apply_assignments(consumer, pending)
                 if not self._intake_stopped.is_set():
@@ -329,12 +338,13 @@ class KafkaSource:
         if self._released:
             consumer.subscribe([self._topic], listener=_Listener(self))
             self._released = False
-            log.warning("joined the consumer group %s again", self._group)
+            log.warning("joined the consumer group %s", self._group)
             return
         consumer.unsubscribe()  # revokes (and commits) through the listener
         pending.clear()
         self._released = True
-        log.error("left the consumer group %s: its partitions go to healthy members", self._group)
+        why = "its topic is missing" if not self.monitor.topic_exists else "a backend refuses us"
+        log.error("left the consumer group %s (%s): other members take over", self._group, why)
 
     def _apply_assignments(self, consumer: Any, pending: list[Batch]) -> set[int]:
         """Start new epochs for newly assigned partitions and seek them to their commits."""
