@@ -238,8 +238,8 @@ def parse_notification(
     return validate_document(document, default_id=default_id)
 
 
-def peek_user_id(raw: bytes | None) -> str:
-    """Best-effort user id of a record that failed validation (for the event feed)."""
+def _peek(raw: bytes | None, name: str, limit: int) -> str:
+    """Best-effort string field ``name`` of a record that failed validation."""
     if not raw or len(raw) > MAX_RECORD_BYTES:
         return ""
     try:
@@ -247,7 +247,17 @@ def peek_user_id(raw: bytes | None) -> str:
     except orjson.JSONDecodeError:
         return ""
     if isinstance(document, dict):
-        value = document.get("user_id")
-        if isinstance(value, str) and len(value) <= MAX_USER_ID_CHARS:
+        value = document.get(name)
+        if isinstance(value, str) and 0 < len(value) <= limit:
             return value
     return ""
+
+
+def peek_user_id(raw: bytes | None) -> str:
+    """Best-effort user id of a record that failed validation (for the event feed)."""
+    return _peek(raw, "user_id", MAX_USER_ID_CHARS)
+
+
+def peek_id(raw: bytes | None) -> str:
+    """Best-effort own id of a record that failed validation (for its dead letter)."""
+    return _peek(raw, "id", MAX_ID_CHARS)

@@ -37,9 +37,17 @@ from .errors import BackendError, BackendMisconfigured, InvalidNotification
 from .events import EventHub
 from .limiter import Limiter
 from .metrics import Metrics
-from .model import Notification, Outcome, OutcomeKind, fallback_id, parse_notification, peek_user_id
+from .model import (
+    Notification,
+    Outcome,
+    OutcomeKind,
+    fallback_id,
+    parse_notification,
+    peek_id,
+    peek_user_id,
+)
 from .providers import Provider
-from .source import Batch, Headers, Publisher, Record
+from .source import Batch, Headers, Message, Publisher, Record
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +161,8 @@ class Pipeline:
             try:
                 notification = parse_notification(record.value, default_id=default_id)
             except InvalidNotification as exc:
-                settled.append((record, self._invalid(record, default_id(), exc)))
+                own_id = peek_id(record.value) or default_id()
+                settled.append((record, self._invalid(record, own_id, exc)))
                 continue
             if notification.is_expired(now):
                 outcome = _outcome(OutcomeKind.EXPIRED, notification, record, started=started)
@@ -395,21 +404,28 @@ DEAD_LETTER_MAX_VALUE_BYTES = 512 * 1024
 message limit is 1 MiB; a letter it refuses for size would stall the pipeline)."""
 
 
-def _dead_letter(record: Record, outcome: Outcome) -> tuple[bytes | None, bytes, Headers]:
-    """The original value, untouched so it can be replayed, with the reason in headers.
+def _dead_letter(record: Record, outcome: Outcome) -> Message:
+    """The original record, replayable as it was: key, value (a tombstone stays None)
+    and headers, plus ``pushtrio-*`` headers with the reason.
 
-    A value over DEAD_LETTER_MAX_VALUE_BYTES is dropped and ``pushtrio-value-dropped``
-    gives its size; the source partition and offset still point at it.
+    ``pushtrio-*`` headers the record already had (a replayed dead letter that failed
+    again) are replaced, not repeated. A value over DEAD_LETTER_MAX_VALUE_BYTES is
+    dropped and ``pushtrio-value-dropped`` gives its size; ``pushtrio-source`` still
+    points at it.
     """
-    value = record.value or b""
-    headers: Headers = [
+    value = record.value
+    headers: Headers = [(k, v) for k, v in record.headers if not k.startswith(HEADER_PREFIX)]
+    headers += [
         ("pushtrio-outcome", outcome.event.value.encode()),
         ("pushtrio-reason", outcome.error.encode()),
         ("pushtrio-attempts", str(outcome.attempts).encode()),
         ("pushtrio-id", outcome.id.encode()),
         ("pushtrio-source", orjson.dumps([record.topic, record.partition, record.offset])),
     ]
-    if len(value) > DEAD_LETTER_MAX_VALUE_BYTES:
+    if value is not None and len(value) > DEAD_LETTER_MAX_VALUE_BYTES:
         headers.append(("pushtrio-value-dropped", str(len(value)).encode()))
         value = b""
     return record.key, value, headers
+
+
+HEADER_PREFIX = "pushtrio-"

@@ -112,3 +112,36 @@ async def test_bad_input_gets_outcomes_and_dead_letters(
     await trio.to_thread.run_sync(
         wait_committed, kafka_bootstrap, settings.consumer_group, topic, 30.0
     )
+
+
+def _produce_with_headers(bootstrap: str, topic: str) -> None:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    headers = [("trace-id", b"t-1"), ("origin", b"")]
+    producer.send(topic, key=b"k-bad", value=b'{"id": "own-7", "user_id": ""}', headers=headers)
+    producer.send(topic, key=b"k-null", value=None, headers=[("trace-id", b"t-2")])
+    producer.flush(30)
+    producer.close(10)
+
+
+async def test_dead_letters_are_replayable_key_value_and_headers(
+    kafka_bootstrap: str, redis_addr: str, new_topic: Callable[..., str]
+) -> None:
+    topic = await trio.to_thread.run_sync(new_topic, 1)
+    dlq = await trio.to_thread.run_sync(new_topic, 1, "dlq")
+    await trio.to_thread.run_sync(_produce_with_headers, kafka_bootstrap, topic)
+    service = Service(kafka_settings(kafka_bootstrap, redis_addr, topic, dlq_topic=dlq))
+
+    await run_until(service, 2)
+
+    letters = await trio.to_thread.run_sync(read_all, kafka_bootstrap, dlq, 2)
+    by_key = {letter.key: letter for letter in letters}
+    bad, tombstone = by_key[b"k-bad"], by_key[b"k-null"]
+    assert bad.value == b'{"id": "own-7", "user_id": ""}'
+    assert bad.headers[:2] == [("trace-id", b"t-1"), ("origin", b"")]
+    assert dict(bad.headers)["pushtrio-id"] == b"own-7"
+    assert tombstone.value is None
+    assert tombstone.headers[0] == ("trace-id", b"t-2")
+    assert dict(tombstone.headers)["pushtrio-id"].startswith(b"k-")
+    assert service.metrics.snapshot()["invalid_messages"] == 2

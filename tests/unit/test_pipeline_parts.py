@@ -54,10 +54,28 @@ def test_a_dead_letter_over_the_cap_drops_the_value_and_gives_its_size(size: int
     assert [name for name, _ in headers].count("pushtrio-value-dropped") == 1
 
 
-def test_a_dead_letter_for_a_record_without_a_value_is_empty() -> None:
+def test_a_dead_letter_of_a_tombstone_is_a_tombstone() -> None:
     _, letter_value, headers = _dead_letter(record(None), OUTCOME)
-    assert letter_value == b""
+    assert letter_value is None
     assert "pushtrio-value-dropped" not in dict(headers)
+
+
+def test_a_dead_letter_keeps_the_original_headers_and_replaces_old_pushtrio_ones() -> None:
+    original = Record(
+        "notifications",
+        0,
+        3,
+        b"{}",
+        0,
+        key=b"k",
+        headers=(("trace-id", b"abc"), ("pushtrio-reason", b"an older failure"), ("x", b"")),
+    )
+    key, value, headers = _dead_letter(original, OUTCOME)
+    assert (key, value) == (b"k", b"{}")
+    assert headers[:2] == [("trace-id", b"abc"), ("x", b"")]
+    names = [name for name, _ in headers]
+    assert names.count("pushtrio-reason") == 1
+    assert dict(headers)["pushtrio-reason"] == b"record is too large"
 
 
 def make_pipeline() -> Pipeline:

@@ -15,6 +15,8 @@ from typing import Any, Protocol
 import trio
 
 Headers = list[tuple[str, bytes]]
+Message = tuple[bytes | None, bytes | None, Headers]
+"""What a publisher writes: key, value (None is a tombstone) and headers."""
 
 
 def batch_size_for(max_queue_size: int) -> int:
@@ -33,6 +35,7 @@ class Record:
     timestamp_ms: int
     key: bytes | None = None
     epoch: int = 0
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 Batch = list[Record]
@@ -99,9 +102,7 @@ class Source(Protocol):
 class Publisher(Protocol):
     """Writes records to a topic; used by ``POST /send`` and the dead-letter path."""
 
-    async def publish_many(
-        self, topic: str, items: Sequence[tuple[bytes | None, bytes, Headers]]
-    ) -> None:
+    async def publish_many(self, topic: str, items: Sequence[Message]) -> None:
         """Write ``(key, value, headers)`` items and return once the broker has all.
 
         Raises BrokerUnavailable when they could not all be written in time.

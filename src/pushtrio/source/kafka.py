@@ -390,7 +390,16 @@ class KafkaSource:
             if epoch is None:
                 continue
             converted.extend(
-                Record(r.topic, r.partition, r.offset, r.value, r.timestamp, r.key, epoch)
+                Record(
+                    r.topic,
+                    r.partition,
+                    r.offset,
+                    r.value,
+                    r.timestamp,
+                    r.key,
+                    epoch,
+                    tuple(r.headers) if r.headers else (),
+                )
                 for r in polled
             )
         size = self.batch_size

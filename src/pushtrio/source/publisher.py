@@ -15,7 +15,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from ..errors import BrokerUnavailable
-from . import Headers
+from . import Message
 from .clients import RECONNECT_BACKOFF_MAX_MS
 
 
@@ -42,9 +42,7 @@ class KafkaPublisher:
                 )
             return self._producer
 
-    def _publish_blocking(
-        self, topic: str, items: Sequence[tuple[bytes | None, bytes, Headers]]
-    ) -> None:
+    def _publish_blocking(self, topic: str, items: Sequence[Message]) -> None:
         try:
             producer = self._get_producer()
             futures = [producer.send(topic, value=v, key=k, headers=h) for k, v, h in items]
@@ -53,9 +51,7 @@ class KafkaPublisher:
         except KafkaError as exc:
             raise BrokerUnavailable(f"Kafka did not take the records: {exc}") from exc
 
-    async def publish_many(
-        self, topic: str, items: Sequence[tuple[bytes | None, bytes, Headers]]
-    ) -> None:
+    async def publish_many(self, topic: str, items: Sequence[Message]) -> None:
         """Write items and wait for the broker's acknowledgements (one thread hop).
 
         Raises BrokerUnavailable on any producer error or time-out. On cancellation
