@@ -8,6 +8,7 @@ and raises :class:`~pushtrio.errors.ConfigError` naming the first bad variable.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -85,6 +86,8 @@ class Settings:
     admin_token: str = ""
     outcome_log: str = ""
     mock_provider_journal: str = ""
+    notices: tuple[str, ...] = ()
+    """Warnings about valid but doubtful values, logged when the service starts."""
 
     @property
     def kafka_embedded(self) -> bool:
@@ -115,7 +118,18 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     return value
 
 
-def _duration(env: Mapping[str, str], name: str, default: float, *, positive: bool) -> float:
+HOUR_S = 3600.0
+DAY_S = 24 * HOUR_S
+
+
+def _duration(
+    env: Mapping[str, str],
+    name: str,
+    default: float,
+    *,
+    positive: bool,
+    maximum: float = HOUR_S,
+) -> float:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -125,7 +139,15 @@ def _duration(env: Mapping[str, str], name: str, default: float, *, positive: bo
         raise ConfigError(name, raw, str(exc)) from None
     if positive and value <= 0:
         raise ConfigError(name, raw, "expected a duration above zero")
+    if value > maximum:
+        raise ConfigError(name, raw, f"expected a duration of at most {_format_s(maximum)}")
     return value
+
+
+def _format_s(seconds: float) -> str:
+    if seconds >= DAY_S and seconds % DAY_S == 0:
+        return f"{seconds / HOUR_S:.0f}h ({seconds / DAY_S:.0f} days)"
+    return f"{seconds / HOUR_S:.0f}h" if seconds >= HOUR_S else f"{seconds:g}s"
 
 
 def _rate(env: Mapping[str, str], name: str, default: float) -> float:
@@ -141,13 +163,45 @@ def _rate(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
-def _text(env: Mapping[str, str], name: str, default: str, *, pattern: str | None = None) -> str:
+def _text(
+    env: Mapping[str, str],
+    name: str,
+    default: str,
+    *,
+    pattern: str | None = None,
+    blank_ok: bool = True,
+) -> str:
     raw = env.get(name)
-    if raw is None or raw.strip() == "":
+    if raw is None:
         return default
+    if raw.strip() == "":
+        if blank_ok:
+            return default
+        raise ConfigError(name, raw, "must not be blank (unset it for the default)")
     value = raw.strip()
     if pattern is not None and not re.fullmatch(pattern, value):
         raise ConfigError(name, raw, f"expected a value matching {pattern}")
+    return value
+
+
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+
+
+def _host(env: Mapping[str, str]) -> str:
+    """HOST: an IPv4 or IPv6 address, or a host name (RFC 1123)."""
+    raw = env.get("HOST", "")
+    value = raw.strip() or "127.0.0.1"
+    looks_numeric = all(c.isdigit() or c == "." for c in value)
+    if ":" in value or looks_numeric:
+        try:
+            ipaddress.ip_address(value.strip("[]"))
+        except ValueError:
+            raise ConfigError("HOST", raw, "expected an IP address or a host name") from None
+    elif not _HOSTNAME.fullmatch(value):
+        raise ConfigError("HOST", raw, "expected an IP address or a host name")
     return value
 
 
@@ -189,24 +243,30 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     topic_pattern = r"[A-Za-z0-9._\-]{1,249}"
     return Settings(
         kafka_brokers=_brokers(env),
-        kafka_topic=_text(env, "KAFKA_TOPIC", "notifications", pattern=topic_pattern),
-        consumer_group=_text(env, "CONSUMER_GROUP", "notification-service"),
+        kafka_topic=_text(
+            env, "KAFKA_TOPIC", "notifications", pattern=topic_pattern, blank_ok=False
+        ),
+        consumer_group=_text(env, "CONSUMER_GROUP", "notification-service", blank_ok=False),
         redis_addr=_redis_addr(env),
         redis_password=env.get("REDIS_PASSWORD", ""),
         redis_db=_int(env, "REDIS_DB", 0, 0, 10_000),
         rate_limit_per_user=_int(env, "RATE_LIMIT_PER_USER", 10, 1, 1_000_000),
-        rate_limit_window_s=_duration(env, "RATE_LIMIT_WINDOW", 60.0, positive=True),
+        rate_limit_window_s=_duration(
+            env, "RATE_LIMIT_WINDOW", 60.0, positive=True, maximum=30 * DAY_S
+        ),
         worker_count=_int(env, "WORKER_COUNT", 10, 1, 10_000),
         max_queue_size=_int(env, "MAX_QUEUE_SIZE", 1000, 1, 10_000_000),
         retry_attempts=_int(env, "RETRY_ATTEMPTS", 3, 0, 100),
         retry_delay_s=_duration(env, "RETRY_DELAY", 1.0, positive=False),
         port=_int(env, "PORT", 8080, 0, 65535),
-        host=_text(env, "HOST", "127.0.0.1"),
+        host=_host(env),
         log_level=log_level,
         shutdown_timeout_s=_duration(env, "SHUTDOWN_TIMEOUT", 30.0, positive=True),
         release_after_s=_duration(env, "RELEASE_AFTER", 30.0, positive=True),
-        dlq_topic=_text(env, "DLQ_TOPIC", "notifications.dlq", pattern=topic_pattern),
-        dedup_ttl_s=_duration(env, "DEDUP_TTL", 24 * 3600.0, positive=True),
+        dlq_topic=_text(
+            env, "DLQ_TOPIC", "notifications.dlq", pattern=topic_pattern, blank_ok=False
+        ),
+        dedup_ttl_s=_duration(env, "DEDUP_TTL", DAY_S, positive=True, maximum=30 * DAY_S),
         provider_success_rates=rates,
         provider_latency_s=_duration(env, "PROVIDER_LATENCY", 0.005, positive=False),
         provider_timeout_s=_duration(env, "PROVIDER_TIMEOUT", 10.0, positive=True),
@@ -214,7 +274,19 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         admin_token=env.get("ADMIN_TOKEN", "").strip(),
         outcome_log=env.get("OUTCOME_LOG", "").strip(),
         mock_provider_journal=env.get("MOCK_PROVIDER_JOURNAL", "").strip(),
+        notices=_notices(env),
     )
+
+
+def _notices(env: Mapping[str, str]) -> tuple[str, ...]:
+    """Settings that are valid but probably not meant: warned about at start-up."""
+    notices = []
+    token = env.get("ADMIN_TOKEN")
+    if token is not None and not token.strip():
+        notices.append(
+            "ADMIN_TOKEN is set but blank: the admin endpoints and the feed need no token"
+        )
+    return tuple(notices)
 
 
 ENVIRONMENT_VARIABLES = (

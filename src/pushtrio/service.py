@@ -70,6 +70,8 @@ class Service:
         stops at once and unsettled records stay uncommitted.
         """
         settings = self.settings
+        for notice in settings.notices:
+            log.warning("%s", notice)
         async with open_backends(settings) as backends:
             self.backends = backends
             pipeline = self._build_pipeline(backends)

@@ -76,10 +76,14 @@ def test_defaults_are_those_of_the_design_table() -> None:
     assert settings.admin_token == ""
 
 
-def test_blank_values_mean_the_default() -> None:
-    env = dict.fromkeys(ENVIRONMENT_VARIABLES, "  ")
+NAMES = ("KAFKA_TOPIC", "DLQ_TOPIC", "CONSUMER_GROUP")
+"""Names of things in Kafka: blank is a mistake (a template left empty), not "default"."""
+
+
+def test_blank_values_mean_the_default_except_names() -> None:
+    env = {name: "  " for name in ENVIRONMENT_VARIABLES if name not in NAMES}
     env.update(REDIS_PASSWORD="")  # taken verbatim, not stripped
-    assert load_settings(env) == Settings()
+    assert load_settings(env).replace(notices=()) == Settings()
 
 
 def test_admin_token_is_stripped() -> None:
@@ -233,7 +237,21 @@ BAD_VALUES = [
     ("REDIS_ADDR", "localhost"),
     ("REDIS_ADDR", "redis://localhost:6379"),
     ("KAFKA_TOPIC", "bad topic"),
+    ("KAFKA_TOPIC", "  "),
     ("DLQ_TOPIC", "a/b"),
+    ("DLQ_TOPIC", ""),
+    ("CONSUMER_GROUP", " "),
+    ("HOST", "999.1.1.1"),
+    ("HOST", "1.2.3"),
+    ("HOST", "bad host"),
+    ("HOST", "::zz"),
+    ("PROVIDER_LATENCY", "1e9"),
+    ("PROVIDER_TIMEOUT", "2h"),
+    ("RETRY_DELAY", "1e6"),
+    ("SHUTDOWN_TIMEOUT", "90m"),
+    ("RELEASE_AFTER", "5h"),
+    ("DEDUP_TTL", "1000h"),
+    ("RATE_LIMIT_WINDOW", "800h"),
 ]
 
 
@@ -250,9 +268,7 @@ def test_bad_value_names_the_variable_and_the_value(variable: str, value: str) -
 
 def test_every_numeric_and_duration_variable_has_a_bad_value_case() -> None:
     text_only = {
-        "CONSUMER_GROUP",
         "REDIS_PASSWORD",
-        "HOST",
         "ADMIN_TOKEN",
         "OUTCOME_LOG",
         "MOCK_PROVIDER_JOURNAL",
@@ -267,3 +283,26 @@ def test_replace_returns_a_changed_copy() -> None:
     assert settings.port == 8080
     with pytest.raises(AttributeError):
         settings.port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "host", ["0.0.0.0", "127.0.0.1", "::", "::1", "[::1]", "localhost", "a.b-c.d"]
+)
+def test_good_hosts_are_taken(host: str) -> None:
+    assert load_settings({"HOST": host}).host == host
+
+
+def test_a_blank_admin_token_is_allowed_but_noticed() -> None:
+    assert load_settings({}).notices == ()
+    settings = load_settings({"ADMIN_TOKEN": " "})
+    assert settings.admin_token == ""
+    assert len(settings.notices) == 1
+    assert "ADMIN_TOKEN is set but blank" in settings.notices[0]
+
+
+def test_long_durations_within_their_limits_are_taken() -> None:
+    settings = load_settings(
+        {"PROVIDER_LATENCY": "1h", "DEDUP_TTL": "720h", "RATE_LIMIT_WINDOW": "720h"}
+    )
+    assert settings.provider_latency_s == 3600.0
+    assert settings.dedup_ttl_s == settings.rate_limit_window_s == 720 * 3600.0
