@@ -46,6 +46,7 @@ from .model import (
     peek_id,
     peek_user_id,
 )
+from .outcome_log import OutcomeLogger
 from .providers import Provider
 from .source import Batch, Headers, Message, Publisher, Record
 
@@ -96,6 +97,7 @@ class Pipeline:
         self._journal = journal
         self._slots = trio.Semaphore(options.max_in_flight)
         self._claims: dict[str, Record] = {}
+        self._outcome_log = OutcomeLogger()
         self.last_backend_error = ""
         self.misconfigured_since: float | None = None
         """Monotonic time since when a backend has refused us (wrong password,
@@ -346,6 +348,7 @@ class Pipeline:
         if self._journal is not None:
             self._journal(outcomes)
         self._metrics.record_outcomes(outcomes)
+        self._outcome_log.record(outcomes)
         self._hub.publish(outcomes)
         self._settle([r for r, _ in settled])
 
