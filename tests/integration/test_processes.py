@@ -137,6 +137,11 @@ def test_two_instances_split_the_work_and_share_the_limit(
             process.signal(signal.SIGTERM)
             assert process.wait(30) == 0
 
+    for log in (tmp_path / "a.log", tmp_path / "b.log"):
+        lines = log.read_text().splitlines()
+        # A normal start and a rebalance are not errors, and say so once, not per retry.
+        assert [line for line in lines if '"level": "error"' in line] == []
+        assert sum("commit failed" in line for line in lines) <= 2, "\n".join(lines)
     events_a = read_jsonl(Path(env_a["OUTCOME_LOG"]))
     events_b = read_jsonl(Path(env_b["OUTCOME_LOG"]))
     assert events_a, "instance b did all the work"
