@@ -26,6 +26,7 @@ from ..model import MAX_RECORD_BYTES
 from . import AppHandles
 from .admin import add_admin_routes
 from .auth import install_auth
+from .early_close import install_early_close
 from .feed import add_feed_route
 from .openapi import openapi_document
 from .responses import install_error_handlers
@@ -45,6 +46,7 @@ def create_app(handles: AppHandles) -> QuartTrio:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     install_error_handlers(app)
     install_auth(app, handles.settings.admin_token)
+    install_early_close(app)
     add_admin_routes(app, handles)
     add_feed_route(app, handles.hub)
 
