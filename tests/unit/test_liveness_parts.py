@@ -3,6 +3,7 @@ monitor's arithmetic and the Redis refusal classification."""
 
 from __future__ import annotations
 
+import logging
 from types import SimpleNamespace
 from typing import Any
 
@@ -154,3 +155,18 @@ def test_monitor_notices_a_missing_topic(monkeypatch: pytest.MonkeyPatch) -> Non
 )
 def test_redis_refusals_are_told_from_outages(error: Any, refused: bool) -> None:
     assert is_misconfiguration(error) is refused
+
+
+def test_monitor_says_missing_at_start_as_a_warning_and_deleted_as_an_error(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="pushtrio.source.monitor")
+    monitor = _monitor(monkeypatch, [0.0])
+    missing, present = _Round({}, topic_exists=False), _Round({0: (1, 1)}, topic_exists=True)
+    for result in (missing, missing, present, present, missing, missing):
+        monitor._apply(result)
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "topic t does not exist yet: waiting for it"),
+        ("INFO", "topic t exists now"),
+        ("ERROR", "topic t was deleted: nothing to read"),
+    ]

@@ -64,6 +64,7 @@ class GroupMonitor:
         self._admin: Any = None
         self._partitions: dict[int, _Partition] = {}
         self.topic_exists = True
+        self._seen_topic = False
         self.error = ""
         self.updated_at: float | None = None
 
@@ -113,11 +114,15 @@ class GroupMonitor:
         self.error = error
 
     def _apply(self, result: _Round) -> None:
-        if result.topic_exists != self.topic_exists:
-            if result.topic_exists:
-                log.info("topic %s exists again", self._topic)
+        if result.topic_exists:
+            if not self.topic_exists:
+                log.info("topic %s exists %s", self._topic, "again" if self._seen_topic else "now")
+            self._seen_topic = True
+        elif self.topic_exists:  # gone since the last round, or missing from the start
+            if self._seen_topic:
+                log.error("topic %s was deleted: nothing to read", self._topic)
             else:
-                log.error("topic %s does not exist (deleted?): nothing to read", self._topic)
+                log.warning("topic %s does not exist yet: waiting for it", self._topic)
         self.topic_exists = result.topic_exists
         self.error = ""
         now = time.monotonic()
