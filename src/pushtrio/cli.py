@@ -155,9 +155,11 @@ def _cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
             print(f"pushtrio watch: {error}", file=sys.stderr)
         status = 1
     except* KeyboardInterrupt:
-        tally.close_reason = "interrupted"
+        # Ctrl-C before the signal receiver is open (or after it closed).
+        tally.stopped_by(signal.SIGINT)
     print(tally.summary(), file=sys.stderr)
-    return status
+    # Ended by a signal: the shell's convention, 128 + its number (130, 143).
+    return tally.exit_status or status
 
 
 def _count(text: str) -> int:

@@ -3,6 +3,8 @@
 A trio-websocket client of ``WS /ws/events``: one readable line per outcome (or
 the raw JSON with ``--json``), a summary of the counts on exit, whether the
 feed ended, ``--count`` was reached, or the user pressed Ctrl-C (or sent SIGTERM).
+A watch ended by a signal closes the feed, prints its summary and exits with the
+shell's status for that signal: 130 for SIGINT, 143 for SIGTERM.
 The admin token travels in the ``Authorization`` header, never in the URL.
 """
 
@@ -34,9 +36,11 @@ FEED_PATH: Final = "/ws/events"
 CONNECT_TIMEOUT_S: Final = 10.0
 """Limit on connecting, and then on the WebSocket handshake."""
 CLOSE_TIMEOUT_S: Final = 0.5
-"""Limit on the closing handshake. When the watch is cancelled (SIGTERM) the reader
+"""Limit on the closing handshake. When the watch is cancelled (a signal) the reader
 task that would see the server's reply is gone, so this is also how long such an
 exit waits; the socket is closed either way."""
+STOP_REASONS: Final[dict[int, str]] = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
+"""The signals that end a watch cleanly, and how the summary names each."""
 
 
 class WatchError(PushtrioError):
@@ -62,10 +66,23 @@ class Tally:
     dropped: int = 0
     started: float = field(default_factory=time.monotonic)
     close_reason: str = ""
+    stop_signal: int = 0
+    """The signal that ended the watch, 0 when none did."""
 
     @property
     def total(self) -> int:
         return sum(self.counts.values())
+
+    @property
+    def exit_status(self) -> int:
+        """128 plus the signal that ended the watch (130 for Ctrl-C, 143 for SIGTERM), else 0."""
+        return 128 + self.stop_signal if self.stop_signal else 0
+
+    def stopped_by(self, signum: int) -> None:
+        """Record that ``signum`` ends the watch; a later signal changes nothing."""
+        if not self.stop_signal:
+            self.stop_signal = signum
+            self.close_reason = STOP_REASONS.get(signum, signal.Signals(signum).name)
 
     def add(self, event: dict[str, Any]) -> None:
         if event.get("event") == "dropped":
@@ -176,16 +193,21 @@ async def run_watch_until_signalled(
     emit: Callable[[str], None] = print,
     notice: Callable[[str], None] = _ignore,
 ) -> None:
-    """:func:`run_watch`, also ending cleanly on SIGTERM (``tally.close_reason`` says so).
+    """:func:`run_watch`, also ending cleanly on SIGINT and SIGTERM.
 
-    Errors come out of a nursery, so in exception groups (WatchError included).
+    A signal cancels the watch (the feed is closed within :data:`CLOSE_TIMEOUT_S`)
+    and is recorded with :meth:`Tally.stopped_by`, so the caller prints the
+    summary and exits with ``tally.exit_status``. SIGINT is received here rather
+    than raised as KeyboardInterrupt, so it never lands in the middle of the
+    WebSocket library's own code. Errors come out of a nursery, so in exception
+    groups (WatchError included).
     """
-    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(*STOP_REASONS) as signals:
         async with trio.open_nursery() as nursery:
 
             async def stop_on_signal() -> None:
-                async for _ in signals:
-                    tally.close_reason = "terminated"
+                async for signum in signals:
+                    tally.stopped_by(signum)
                     nursery.cancel_scope.cancel()
 
             nursery.start_soon(stop_on_signal)

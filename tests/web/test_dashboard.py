@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 TIMEOUT_MS = 15_000
+NO_VALUE = "\N{EN DASH}"
+"""What a counter shows before the first /metrics answer."""
 
 
 def _require_browser() -> Any:
@@ -212,3 +215,176 @@ def test_with_an_admin_token_the_page_asks_for_it_and_keeps_it(
     finally:
         context.close()
         server.stop()
+
+
+@dataclass
+class Dashboard:
+    """The page open on a served dashboard, with what went wrong in it."""
+
+    server: ServeProcess
+    page: Any
+    errors: list[str] = field(default_factory=list)
+    """Uncaught exceptions, console errors and HTTP responses >= 400, in order."""
+
+    def send(self, user_id: str, **fields: Any) -> None:
+        document = {"user_id": user_id, "title": "from the dashboard tests", **fields}
+        response = httpx.post(f"{self.server.url}/send", json=document, timeout=10)
+        assert response.status_code == 202, response.text
+
+    def processed(self, n: int) -> None:
+        from playwright.sync_api import expect
+
+        expect(self.page.locator("#m-processed_messages")).to_have_text(f"{n:,}")
+
+
+@pytest.fixture
+def dashboard(browser: Any, tmp_path: Path) -> Iterator[Dashboard]:
+    """A fresh service (no token) and the dashboard loaded, its feed live."""
+    from playwright.sync_api import expect
+
+    server = serve(tmp_path)
+    page = browser.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    opened = Dashboard(server, page)
+    page.on("pageerror", lambda error: opened.errors.append(f"page error: {error}"))
+    page.on(
+        "console",
+        lambda message: (
+            message.type == "error"
+            and opened.errors.append(f"console: {message.text} at {message.location.get('url')}")
+        ),
+    )
+    page.on(
+        "response",
+        lambda response: (
+            response.status >= 400 and opened.errors.append(f"{response.status} {response.url}")
+        ),
+    )
+    try:
+        page.goto(server.url + "/")
+        expect(page.locator("#feed-status")).to_have_text("live")
+        yield opened
+    finally:
+        page.close()
+        server.stop()
+
+
+def test_applying_a_filter_clears_the_rows_of_the_old_one(dashboard: Dashboard) -> None:
+    from playwright.sync_api import expect
+
+    page = dashboard.page
+    dashboard.send("ann", id="before-ann")
+    dashboard.send("bob", id="before-bob")
+    expect(page.locator("#feed li")).to_have_count(2)
+
+    # Applying another filter empties the list at once, before anything new arrives.
+    page.fill("#filter-user", "bob")
+    page.click("#feed-apply")
+    expect(page.locator("#feed li")).to_have_count(0)
+    expect(page.locator("#feed-count")).to_have_text("0")
+    expect(page.locator("#feed-status")).to_have_text("live")
+
+    dashboard.send("ann", id="after-ann")
+    dashboard.processed(3)  # ann's outcome is out before bob's is sent
+    dashboard.send("bob", id="after-bob")
+    expect(page.locator('#feed li[data-id="after-bob"]')).to_have_count(1)
+    dashboard.processed(4)
+    expect(page.locator("#feed li")).to_have_count(1)
+
+    # Applying the same filter again (a reconnect) keeps what matches it.
+    page.click("#feed-apply")
+    expect(page.locator("#feed-status")).to_have_text("live")
+    expect(page.locator('#feed li[data-id="after-bob"]')).to_have_count(1)
+
+    # So does an event filter: the list restarts with the new filter.
+    page.fill("#filter-user", "")
+    page.fill("#filter-event", "expired")
+    page.click("#feed-apply")
+    expect(page.locator("#feed li")).to_have_count(0)
+    expect(page.locator("#feed-status")).to_have_text("live")
+    dashboard.send("cy", id="fresh-cy")
+    dashboard.send("cy", id="stale-cy", expires_at="2001-01-01T00:00:00Z")
+    expect(page.locator('#feed li[data-id="stale-cy"]')).to_have_count(1)
+    dashboard.processed(6)
+    expect(page.locator("#feed li")).to_have_count(1)
+    assert dashboard.errors == []
+
+
+def test_a_long_id_is_shown_whole_and_one_click_selects_it(dashboard: Dashboard) -> None:
+    from playwright.sync_api import expect
+
+    page = dashboard.page
+    long_id = "order-" + "0123456789abcdef" * 7 + "-end"  # 122 characters, no spaces
+    dashboard.send("dana", id=long_id)
+    row = page.locator(f'#feed li[data-id="{long_id}"]')
+    expect(row).to_have_count(1)
+    shown = row.locator(".id")
+    expect(shown).to_have_text(long_id)
+    expect(shown).to_have_attribute("title", long_id)
+
+    # Nothing of the row is cut: it wraps inside the list instead.
+    geometry = row.evaluate(
+        """(row) => {
+            const id = row.querySelector(".id");
+            const box = row.getBoundingClientRect();
+            const lines = [...id.getClientRects()];
+            return {
+                overflow: row.scrollWidth - row.clientWidth,
+                inside: lines.every((r) => r.left >= box.left - 0.5 && r.right <= box.right + 0.5),
+                lines: lines.length,
+            };
+        }"""
+    )
+    assert geometry["overflow"] <= 0, geometry
+    assert geometry["inside"], geometry
+    assert geometry["lines"] >= 2, geometry  # too long for one line of the feed
+
+    shown.click()
+    assert page.evaluate("() => window.getSelection().toString()") == long_id
+    assert dashboard.errors == []
+
+
+def test_the_rate_axis_reads_distinct_integers_empty_or_busy(dashboard: Dashboard) -> None:
+    from playwright.sync_api import expect
+
+    page = dashboard.page
+    chart = page.locator("#rate-chart")
+    uptime = page.locator("#m-uptime_seconds")
+    expect(uptime).not_to_have_text(NO_VALUE)
+    first = uptime.inner_text()
+    expect(uptime).not_to_have_text(first)  # two samples: the rates are drawn, all zero
+    expect(chart).to_have_attribute("data-ticks", "0,1,2,3,4")
+
+    for i in range(40):
+        dashboard.send(f"busy-{i % 10}", id=f"busy-{i}")
+    dashboard.processed(40)
+    expect(chart).not_to_have_attribute("data-ticks", "0,1,2,3,4")  # the scale grew
+    ticks = [int(tick) for tick in chart.get_attribute("data-ticks").split(",")]
+    assert ticks[0] == 0
+    assert ticks == sorted(set(ticks)), ticks
+    assert ticks[-1] >= 10, ticks
+    assert dashboard.errors == []
+
+
+def test_the_page_loads_without_errors_and_has_an_icon(dashboard: Dashboard) -> None:
+    from playwright.sync_api import expect
+
+    page = dashboard.page
+    expect(page.locator("#health")).to_have_text("health: ok")
+    uptime = page.locator("#m-uptime_seconds")
+    expect(uptime).not_to_have_text(NO_VALUE)
+    first = uptime.inner_text()
+    # A second poll of /metrics is a second after the load, when the browser has
+    # long asked for /favicon.ico if it was going to.
+    expect(uptime).not_to_have_text(first)
+    assert dashboard.errors == []
+    size = page.evaluate(
+        """async () => {
+            const link = document.querySelector('link[rel="icon"]');
+            const image = new Image();
+            image.src = link.href;
+            await image.decode();
+            return [link.href.slice(0, 19), image.naturalWidth, image.naturalHeight];
+        }"""
+    )
+    assert size == ["data:image/svg+xml,", 32, 32]

@@ -6,6 +6,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -66,6 +68,19 @@ def test_tally_summary() -> None:
     assert summary.startswith("3 outcomes in ")
     assert "delivered 2, failed 1" in summary
     assert "5 dropped" in summary
+    assert tally.exit_status == 0
+
+
+def test_tally_records_the_first_stop_signal() -> None:
+    tally = Tally()
+    tally.stopped_by(signal.SIGINT)
+    tally.stopped_by(signal.SIGTERM)  # a second signal changes nothing
+    assert tally.exit_status == 130
+    assert tally.summary().endswith("; interrupted")
+    terminated = Tally()
+    terminated.stopped_by(signal.SIGTERM)
+    assert terminated.exit_status == 143
+    assert terminated.summary().endswith("; terminated")
 
 
 async def test_watch_prints_the_filtered_outcomes_and_stops_at_count(secured: Running) -> None:
@@ -101,6 +116,10 @@ async def test_watch_reports_a_closed_feed(served: Running) -> None:
     assert tally.close_reason.startswith("feed closed by the server: 1001")
 
 
+PROCESS_TIMEOUT_S = 45.0
+"""Deadline for a child process to start, connect or exit: generous, for loaded machines."""
+
+
 class WatchProcess:
     """``python -m pushtrio watch`` as a child process with its output collected."""
 
@@ -119,8 +138,31 @@ class WatchProcess:
         nursery.start_soon(pump, self.process.stdout, "stdout")
         nursery.start_soon(pump, self.process.stderr, "stderr")
 
+    async def wait_connected(self) -> None:
+        await wait_until(
+            lambda: b"watching" in self.stderr or self.process.poll() is not None,
+            timeout_s=PROCESS_TIMEOUT_S,
+            what="watch to connect",
+        )
+        assert self.process.returncode is None, self.stderr.decode()
 
-async def start_watch(nursery: trio.Nursery, *args: str, token: str = "") -> WatchProcess:
+    async def wait_lines(self, n: int) -> None:
+        await wait_until(
+            lambda: self.stdout.count(b"\n") >= n, timeout_s=PROCESS_TIMEOUT_S, what=f"{n} lines"
+        )
+
+    async def wait(self) -> int:
+        """The exit status; fails if the process has not exited by the deadline."""
+        with trio.fail_after(PROCESS_TIMEOUT_S):
+            return await self.process.wait()
+
+
+@asynccontextmanager
+async def open_watch(*args: str, token: str = "") -> AsyncIterator[WatchProcess]:
+    """Run ``pushtrio watch args`` for the block; killed at the end if still running.
+
+    The block ends when the process has exited and its output is read to the end.
+    """
     env = {**os.environ, "ADMIN_TOKEN": token, "PYTHONUNBUFFERED": "1"}
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "pushtrio", "watch", *args],
@@ -128,38 +170,59 @@ async def start_watch(nursery: trio.Nursery, *args: str, token: str = "") -> Wat
         stderr=subprocess.PIPE,
         env=env,
     )
-    watcher = WatchProcess(process)
-    await watcher.read(nursery)
-    return watcher
+    try:
+        async with trio.open_nursery() as nursery:
+            watcher = WatchProcess(process)
+            await watcher.read(nursery)
+            try:
+                yield watcher
+            finally:
+                if process.returncode is None:
+                    process.kill()  # which ends its output, and so the readers
+    finally:
+        with trio.move_on_after(10) as cleanup:
+            cleanup.shield = True
+            await process.wait()
 
 
-async def test_the_command_prints_a_summary_on_ctrl_c(secured: Running) -> None:
-    with trio.fail_after(60):
-        async with trio.open_nursery() as nursery, secured.client() as client:
-            watcher = await start_watch(nursery, "--url", secured.ws, token=TOKEN)
-            await wait_until(lambda: b"watching" in watcher.stderr, what="watch to connect")
-            headers = {"Authorization": f"Bearer {TOKEN}"}
-            await client.post("/send", json=notification("ivy"), headers=headers)
-            expired = notification("ivy", expires_at="2001-01-01T00:00:00Z")
-            await client.post("/send", json=expired, headers=headers)
-            await wait_until(lambda: watcher.stdout.count(b"\n") == 2, what="2 lines")
-            watcher.process.send_signal(signal.SIGINT)
-            status = await watcher.process.wait()
-    assert status == 0
+async def test_the_command_prints_a_summary_on_ctrl_c_and_exits_130(secured: Running) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with open_watch("--url", secured.ws, token=TOKEN) as watcher, secured.client() as client:
+        await watcher.wait_connected()
+        response = await client.post("/send", json=notification("ivy"), headers=headers)
+        assert response.status_code == 202
+        expired = notification("ivy", expires_at="2001-01-01T00:00:00Z")
+        response = await client.post("/send", json=expired, headers=headers)
+        assert response.status_code == 202
+        await watcher.wait_lines(2)
+        watcher.process.send_signal(signal.SIGINT)
+        status = await watcher.wait()
+    assert status == 130, watcher.stderr.decode()
+    assert watcher.stdout.count(b"\n") == 2
     summary = watcher.stderr.decode().strip().splitlines()[-1]
     assert summary.startswith("2 outcomes in ")
     assert "delivered 1, expired 1" in summary
-    assert summary.endswith("interrupted")
+    assert summary.endswith("; interrupted")
+
+
+async def test_ctrl_c_before_any_outcome_still_prints_the_summary(served: Running) -> None:
+    async with open_watch("--url", served.ws) as watcher:
+        await watcher.wait_connected()
+        watcher.process.send_signal(signal.SIGINT)
+        status = await watcher.wait()
+    assert status == 130, watcher.stderr.decode()
+    assert watcher.stdout == b""
+    summary = watcher.stderr.decode().strip().splitlines()[-1]
+    assert summary.startswith("0 outcomes in ")
+    assert summary.endswith("none; interrupted")
+    assert "Traceback" not in watcher.stderr.decode()
 
 
 async def test_the_command_fails_clearly_on_a_wrong_token(secured: Running) -> None:
-    with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            watcher = await start_watch(nursery, "--url", secured.ws, "--token", "wrong")
-            status = await watcher.process.wait()
-        async with trio.open_nursery() as nursery:
-            bad_filter = await start_watch(nursery, "--url", secured.ws, "--event", "sent")
-            filter_status = await bad_filter.process.wait()
+    async with open_watch("--url", secured.ws, "--token", "wrong") as watcher:
+        status = await watcher.wait()
+    async with open_watch("--url", secured.ws, "--event", "sent") as bad_filter:
+        filter_status = await bad_filter.wait()
     assert status == 1
     assert b"refused the feed: 401 missing or invalid admin token" in watcher.stderr
     assert filter_status == 2
@@ -179,16 +242,15 @@ async def test_watch_raises_watch_error_when_the_feed_cannot_open(secured: Runni
                 await run_watch(options, Tally())
 
 
-async def test_the_command_prints_a_summary_on_sigterm(served: Running) -> None:
-    with trio.fail_after(60):
-        async with trio.open_nursery() as nursery, served.client() as client:
-            watcher = await start_watch(nursery, "--url", served.ws)
-            await wait_until(lambda: b"watching" in watcher.stderr, what="watch to connect")
-            await client.post("/send", json=notification("jo"))
-            await wait_until(lambda: watcher.stdout.count(b"\n") == 1, what="1 line")
-            watcher.process.send_signal(signal.SIGTERM)
-            status = await watcher.process.wait()
-    assert status == 0
+async def test_the_command_prints_a_summary_on_sigterm_and_exits_143(served: Running) -> None:
+    async with open_watch("--url", served.ws) as watcher, served.client() as client:
+        await watcher.wait_connected()
+        response = await client.post("/send", json=notification("jo"))
+        assert response.status_code == 202
+        await watcher.wait_lines(1)
+        watcher.process.send_signal(signal.SIGTERM)
+        status = await watcher.wait()
+    assert status == 143, watcher.stderr.decode()
     summary = watcher.stderr.decode().strip().splitlines()[-1]
     assert summary.startswith("1 outcome in ")
     assert summary.endswith("; terminated")
