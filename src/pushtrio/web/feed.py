@@ -5,14 +5,24 @@ Query parameters (both optional): ``user_id`` keeps one user's outcomes;
 value is refused before the handshake with 400 and a JSON error.
 
 Each connection reads from its own bounded :class:`~pushtrio.events.Subscription`,
-so a client that reads slowly (or not at all) costs the pipeline nothing: its
-oldest events are dropped and the next frame it gets is ``{"event": "dropped",
-"count": N}``. When the service shuts down, the buffered events are sent and the
-connection is closed with code 1001.
+so a client that reads slowly costs the pipeline nothing: its oldest events are
+dropped and the next frame it gets is ``{"event": "dropped", "count": N}``. When
+the service shuts down, the buffered events are sent and the connection is
+closed with code 1001.
+
+A client that stops reading altogether is cut off after
+:data:`FEED_SEND_TIMEOUT_S`. Once its TCP window is shut no frame can reach it,
+a close frame included, and Hypercorn's write cannot be cancelled: the kernel
+drops the connection when the data written to it has made no progress for that
+long (``TCP_USER_TIMEOUT``, set by :mod:`pushtrio.web.server`), the write fails
+and the handler ends; the client gets a reset when it next reads or writes. A
+frame that did go out, but took longer than that, ends the feed with
+:data:`TOO_SLOW_CODE` and :data:`TOO_SLOW_REASON`.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Final
 
 import orjson
@@ -20,12 +30,25 @@ import trio
 from quart import Response, websocket
 from quart_trio import QuartTrio
 
-from ..events import DEFAULT_CAPACITY, EventHub, parse_event_filter
+from ..events import DEFAULT_CAPACITY, EventHub, Subscription, parse_event_filter
 from ..model import USER_ID_PATTERN
 from .responses import bad_user_id, json_error
 
+log = logging.getLogger(__name__)
+
 FEED_CAPACITY: Final = DEFAULT_CAPACITY
 """Events one connection may fall behind by before its oldest are dropped."""
+
+FEED_SEND_TIMEOUT_S: Final = 5.0
+"""Longest one frame may take to go out before its subscriber is cut off as too slow."""
+
+TOO_SLOW_CODE: Final = 1008
+"""Close code for a subscriber cut off as too slow (1008: policy violation)."""
+
+TOO_SLOW_REASON: Final = "subscriber too slow"
+
+SHUTDOWN_CODE: Final = 1001
+"""Close code when the service shuts down (1001: going away)."""
 
 
 def add_feed_route(app: QuartTrio, hub: EventHub) -> None:
@@ -46,11 +69,34 @@ def add_feed_route(app: QuartTrio, hub: EventHub) -> None:
             await websocket.accept()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_discard_incoming)
-                async for event in subscription:
-                    await websocket.send(orjson.dumps(event).decode())
+                kept_up = await _send_events(subscription)
                 nursery.cancel_scope.cancel()
-        await websocket.close(1001, "service shutting down")
+        # Unsubscribed before closing: the close frame may wait for the client too.
+        if kept_up:
+            await websocket.close(SHUTDOWN_CODE, "service shutting down")
+        else:
+            log.info("feed subscriber %s cut off: %s", _peer(), TOO_SLOW_REASON)
+            await websocket.close(TOO_SLOW_CODE, TOO_SLOW_REASON)
         return None
+
+
+async def _send_events(subscription: Subscription) -> bool:
+    """Send each event as a frame until the feed ends; False once one took too long.
+
+    Measured rather than cancelled: Hypercorn writes in a shielded scope, so a
+    deadline could not interrupt the write anyway (see the module docstring).
+    """
+    async for event in subscription:
+        started = trio.current_time()
+        await websocket.send(orjson.dumps(event).decode())
+        if trio.current_time() - started > FEED_SEND_TIMEOUT_S:
+            return False
+    return True
+
+
+def _peer() -> str:
+    client = websocket.scope.get("client")
+    return "unknown" if client is None else f"{client[0]}:{client[1]}"
 
 
 async def _discard_incoming() -> None:
