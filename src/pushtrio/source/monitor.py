@@ -18,6 +18,7 @@ again with a fresh client.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -62,6 +63,9 @@ class GroupMonitor:
         self._group = group
         self._interval_s = interval_s
         self._admin: Any = None
+        self._lock = threading.Lock()
+        self._closed = False
+        self._busy = False  # a round is running in a worker thread
         self._partitions: dict[int, _Partition] = {}
         self.topic_exists = True
         self._seen_topic = False
@@ -81,7 +85,13 @@ class GroupMonitor:
                     self._apply(result)
                 await trio.sleep(self._interval_s)
         finally:
-            self._drop_admin()
+            # A round still running in its (abandoned) thread closes the client
+            # itself when it ends; one that has not started will not open one.
+            with self._lock:
+                self._closed = True
+                busy = self._busy
+            if not busy:
+                self._drop_admin()
 
     def lag(self) -> int:
         return sum(max(0, p.end - p.committed) for p in list(self._partitions.values()))
@@ -142,7 +152,8 @@ class GroupMonitor:
     # -- worker thread -------------------------------------------------------------
 
     def _drop_admin(self) -> None:
-        admin, self._admin = self._admin, None
+        with self._lock:
+            admin, self._admin = self._admin, None
         if admin is not None:
             try:
                 admin.close()
@@ -150,15 +161,34 @@ class GroupMonitor:
                 log.debug("closing the admin client: %s", exc)
 
     def _measure(self) -> _Round:
-        if self._admin is None:
-            self._admin = KafkaAdminClient(
-                bootstrap_servers=self._brokers,
-                client_id=f"pushtrio-{self._group}-monitor",
-                request_timeout_ms=CALL_TIMEOUT_MS,
-                bootstrap_timeout_ms=CALL_TIMEOUT_MS,
-                reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
-            )
-        admin = self._admin
+        with self._lock:
+            if self._closed:
+                raise KafkaError("the group monitor is closed")
+            self._busy = True
+        try:
+            return self._measure_with(self._open_admin())
+        finally:
+            with self._lock:
+                self._busy = False
+                closed = self._closed
+            if closed:
+                self._drop_admin()
+
+    def _open_admin(self) -> Any:
+        if self._admin is not None:
+            return self._admin
+        admin = KafkaAdminClient(
+            bootstrap_servers=self._brokers,
+            client_id=f"pushtrio-{self._group}-monitor",
+            request_timeout_ms=CALL_TIMEOUT_MS,
+            bootstrap_timeout_ms=CALL_TIMEOUT_MS,
+            reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
+        )
+        with self._lock:
+            self._admin = admin
+        return admin
+
+    def _measure_with(self, admin: Any) -> _Round:
         [described] = admin.describe_topics([self._topic])
         if described.get("error_code", 0) != 0 or not described.get("partitions"):
             return _Round({}, topic_exists=False)
