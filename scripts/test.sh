@@ -55,6 +55,9 @@ echo "== pip install -e '.[dev]'"
 # The dashboard test drives Debian's chromium through playwright (no browser
 # download is possible here, so never `playwright install`).
 command -v chromium >/dev/null || apt_install chromium
+# promtool lints the Prometheus scrape (tests/web/test_promtool.py); Debian ships it
+# in the prometheus package.
+command -v promtool >/dev/null || apt_install prometheus
 
 # --- services ------------------------------------------------------------------
 echo "== starting Redis and Kafka"

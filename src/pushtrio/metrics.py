@@ -21,12 +21,19 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final, Protocol
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
+    SummaryMetricFamily,
 )
 
 from .model import Outcome, OutcomeKind
@@ -122,6 +129,12 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=False)
         """This instance's own Prometheus registry (never the global one)."""
         self.registry.register(_Collector(self))
+        # The collectors of prometheus-client's default registry: process_* (memory,
+        # CPU seconds, open fds; read from /proc, absent where there is none),
+        # python_info and python_gc_*.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
 
     # -- recording (hot path) -------------------------------------------------
 
@@ -247,7 +260,8 @@ class Metrics:
         }
 
     def prometheus_text(self) -> bytes:
-        """The same figures in the Prometheus text format (:data:`PROMETHEUS_CONTENT_TYPE`).
+        """The same figures in the Prometheus text format (:data:`PROMETHEUS_CONTENT_TYPE`),
+        with the standard ``process_*`` and ``python_*`` metrics of this process.
 
         Calls the bound gauge callables; their exceptions propagate.
         """
@@ -317,12 +331,17 @@ class _Collector:
             buckets=buckets,
             sum_value=latency_sum_s,
         )
-        window = GaugeMetricFamily(
+        # A summary in the Go client's sense: quantiles over the latest outcomes
+        # (quantile 1 is their max), count and sum over all of them.
+        window = SummaryMetricFamily(
             "pushtrio_latency_window_seconds",
-            "Latency percentiles over the latest outcomes.",
-            labels=["quantile"],
+            "Latency quantiles over the latest outcomes; count and sum over all.",
+            count_value=int(buckets[-1][1]),
+            sum_value=latency_sum_s,
         )
         for quantile, (name, _) in zip(("0.5", "0.95", "0.99"), _PERCENTILES, strict=True):
-            window.add_metric([quantile], snapshot["latency_ms"][name] / 1000.0)
-        window.add_metric(["1"], snapshot["latency_ms"]["max"] / 1000.0)
+            window.add_sample(
+                window.name, {"quantile": quantile}, snapshot["latency_ms"][name] / 1000.0
+            )
+        window.add_sample(window.name, {"quantile": "1"}, snapshot["latency_ms"]["max"] / 1000.0)
         yield window

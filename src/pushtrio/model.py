@@ -165,6 +165,10 @@ def _priority(document: dict[str, Any]) -> int:
     value = document.get("priority", 1)
     if value is None:
         return 1
+    if isinstance(value, float) and value.is_integer():
+        # JSON has one number type: 2.0 is the integer 2 (as JSON Schema says), while
+        # 1.5, "2" and true are still refused.
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidNotification("priority must be an integer from 0 to 3", "priority")
     if not 0 <= value <= 3:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import prometheus_client
@@ -213,6 +214,39 @@ def test_prometheus_text_parses_and_carries_the_figures() -> None:
     by_name = {s.name: s.value for s in histogram.samples}
     assert by_name["pushtrio_latency_seconds_count"] == 7
     assert by_name["pushtrio_latency_seconds_sum"] == pytest.approx(sum(latencies, 1.0) / 1000)
+
+
+def test_latency_window_is_a_summary_with_quantiles_over_the_window() -> None:
+    metrics = Metrics(latency_window=10)
+    metrics.record_outcomes(
+        outcome(OutcomeKind.DELIVERED, latency_ms=float(i)) for i in range(1, 21)
+    )
+    family = families(metrics)["pushtrio_latency_window_seconds"]
+    assert family.type == "summary"
+    quantiles = {s.labels["quantile"]: s.value for s in family.samples if "quantile" in s.labels}
+    # Over the window (11..20 ms); quantile 1 is its max.
+    assert quantiles == {"0.5": 0.015, "0.95": 0.02, "0.99": 0.02, "1": 0.02}
+    by_name = {s.name: s.value for s in family.samples if "quantile" not in s.labels}
+    # Count and sum over every outcome, like the histogram's.
+    assert by_name["pushtrio_latency_window_seconds_count"] == 20
+    assert by_name["pushtrio_latency_window_seconds_sum"] == pytest.approx(0.21)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="process metrics read /proc")
+def test_the_standard_process_metrics_are_exposed() -> None:
+    found = families(Metrics())
+    for name in (
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
+        "process_cpu_seconds",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+    ):
+        assert name in found, name
+        assert found[name].samples[0].value > 0, name
+    assert found["process_cpu_seconds"].type == "counter"
+    assert "python_info" in found
 
 
 def test_two_instances_do_not_clash() -> None:

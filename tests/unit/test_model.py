@@ -149,7 +149,7 @@ def test_good_user_id(user_id: str) -> None:
     assert parse(user_id=user_id).user_id == user_id
 
 
-@pytest.mark.parametrize("priority", ["2", True, False, 2.0, 1.5, -1, 4, 100, [1], {"p": 1}])
+@pytest.mark.parametrize("priority", ["2", True, False, 1.5, 4.0, -1, 4, 100, [1], {"p": 1}])
 def test_bad_priority(priority: Any) -> None:
     assert rejected_field(priority=priority).field == "priority"
 
@@ -378,3 +378,11 @@ def test_only_failed_and_invalid_are_dead_letters() -> None:
 )
 def test_peek_user_id(raw: bytes | None, user_id: str) -> None:
     assert peek_user_id(raw) == user_id
+
+
+@pytest.mark.parametrize(("written", "priority"), [(0.0, 0), (2.0, 2), (3.0, 3)])
+def test_a_whole_number_written_with_a_fraction_is_a_priority(
+    written: float, priority: int
+) -> None:
+    document = {"id": "m", "user_id": "u", "title": "t", "priority": written}
+    assert parse_notification(orjson.dumps(document)).priority == priority

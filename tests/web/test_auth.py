@@ -64,6 +64,18 @@ async def test_health_and_dashboard_are_public(secured: Running) -> None:
     assert with_wrong_token.status_code == 200
 
 
+async def test_a_method_a_public_path_does_not_serve_is_405_without_the_token(
+    secured: Running,
+) -> None:
+    async with secured.client() as client:
+        for method, path in (("TRACE", "/health"), ("POST", "/health"), ("DELETE", "/")):
+            response = await client.request(method, path)
+            assert response.status_code == 405, (method, path)
+            assert "GET" in response.headers["allow"]
+        # Elsewhere the token comes first, whatever the method.
+        assert (await client.request("TRACE", "/metrics")).status_code == 401
+
+
 async def test_the_feed_takes_the_token_as_header_or_query_parameter(secured: Running) -> None:
     refused = [
         ("", []),

@@ -5,10 +5,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import orjson
+import pytest
+
+from pushtrio.errors import InvalidNotification
+from pushtrio.model import parse_notification
 from pushtrio.web.app import create_app
 from pushtrio.web.openapi import openapi_document
 
-from .conftest import Running, make_handles
+from .conftest import TOKEN, Running, make_handles
 
 OPERATIONS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 AUTOMATIC = {"HEAD", "OPTIONS"}
@@ -52,35 +57,100 @@ def refs(node: Any) -> list[str]:
     return []
 
 
-def test_every_route_is_documented_and_nothing_else() -> None:
+def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (path, name, item[name])
+        for path, item in document["paths"].items()
+        for name in set(item) & OPERATIONS
+    ]
+
+
+@pytest.mark.parametrize("secured", [False, True])
+def test_every_route_is_documented_and_nothing_else(secured: bool) -> None:
     routes = served_routes()
     assert "/ratelimit/{user_id}" in routes
     assert routes["/ws/events"] == {"get"}
-    assert routes == documented_routes(openapi_document())
+    assert routes == documented_routes(openapi_document(secured=secured))
 
 
-def test_the_document_is_well_formed() -> None:
-    document = openapi_document()
+@pytest.mark.parametrize("secured", [False, True])
+def test_the_document_is_well_formed(secured: bool) -> None:
+    document = openapi_document(secured=secured)
     assert document["openapi"].startswith("3.1.")
     assert document["info"]["title"] == "pushtrio"
     for ref in refs(document):
         assert resolve(document, ref), ref
+    for path, name, operation in operations(document):
+        assert operation["summary"], (path, name)
+        assert operation["responses"], (path, name)
     for path, item in document["paths"].items():
-        for name in set(item) & OPERATIONS:
-            operation = item[name]
-            assert operation["summary"], (path, name)
-            assert operation["responses"], (path, name)
-            public = operation.get("security") == []
-            assert public == (path in {"/", "/health"}), (path, name)
-            if not public:
-                assert "401" in operation["responses"], (path, name)
         for parameter in re.findall(r"{([^}]+)}", path):
             declared = [p["name"] for p in item.get("parameters", []) if p["in"] == "path"]
             assert parameter in declared, path
 
 
-async def test_the_served_document_is_the_same(served: Running) -> None:
+def test_bearer_security_is_declared_only_with_a_token() -> None:
+    secured = openapi_document(secured=True)
+    assert secured["security"] == [{"bearer": []}]
+    assert secured["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    for path, name, operation in operations(secured):
+        public = operation.get("security") == []
+        assert public == (path in {"/", "/health"}), (path, name)
+        assert ("401" in operation["responses"]) != public, (path, name)
+    feed = secured["paths"]["/ws/events"]["get"]
+    assert "token" in {parameter["name"] for parameter in feed["parameters"]}
+
+    open_ = openapi_document(secured=False)
+    assert "security" not in open_
+    assert "securitySchemes" not in open_["components"]
+    for path, name, operation in operations(open_):
+        assert "401" not in operation["responses"], (path, name)
+    feed = open_["paths"]["/ws/events"]["get"]
+    assert "token" not in {parameter["name"] for parameter in feed["parameters"]}
+
+
+async def test_the_served_document_is_the_same(served: Running, secured: Running) -> None:
     async with served.client() as client:
         response = await client.get("/openapi.json")
     assert response.status_code == 200
-    assert response.json() == openapi_document()
+    assert response.json() == openapi_document(secured=False)
+    async with secured.client(headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+        response = await client.get("/openapi.json")
+    assert response.status_code == 200
+    assert response.json() == openapi_document(secured=True)
+
+
+TIMESTAMPS = [
+    "2030-01-01T00:00:00Z",
+    "2030-01-01t00:00:00z",
+    "2030-01-01 00:00:00.123456789+05:30",
+    "2024-02-29T23:59:59-23:59",
+    "2000-02-29T00:00:00Z",
+    "0001-01-01T00:00:00Z",
+    "9999-12-31T23:59:59Z",
+    "2023-02-29T00:00:00Z",
+    "1900-02-29T00:00:00Z",
+    "2030-04-31T00:00:00Z",
+    "2030-13-01T00:00:00Z",
+    "2030-01-01T24:00:00Z",
+    "2030-01-01T00:00:60Z",
+    "2030-01-01T00:00:00+24:00",
+    "2030-01-01T00:00:00",
+    "2030-01-01T00:00Z",
+    "0000-01-01T00:00:00Z",
+    "2030-01-01",
+    "",
+]
+
+
+@pytest.mark.parametrize("value", TIMESTAMPS)
+def test_the_timestamp_pattern_is_what_the_model_takes(value: str) -> None:
+    pattern = openapi_document()["components"]["schemas"]["Timestamp"]["pattern"]
+    raw = orjson.dumps({"user_id": "u1", "title": "t", "created_at": value})
+    try:
+        parse_notification(raw, default_id="d")
+    except InvalidNotification:
+        taken = False
+    else:
+        taken = True
+    assert bool(re.search(pattern, value)) == taken

@@ -125,6 +125,7 @@ async def _read_notification() -> Notification | Response:
     try:
         return validate_document(document, default_id=lambda: uuid.uuid4().hex)
     except NotificationTooLarge as exc:
-        return json_error(413, exc.reason, field=exc.field)
+        # 413 is for the body as a whole; a field over its limit is a bad field.
+        return json_error(400 if exc.field else 413, exc.reason, field=exc.field)
     except InvalidNotification as exc:
         return json_error(400, exc.reason, field=exc.field)

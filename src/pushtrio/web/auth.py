@@ -4,7 +4,8 @@ When the token is set, every request except those of :data:`PUBLIC_ENDPOINTS`
 (``GET /health`` and the dashboard page) must carry ``Authorization: Bearer
 <token>``; a WebSocket handshake may pass it as the ``token`` query parameter
 instead, since browsers cannot set headers on one. Anything else is answered
-401 with a JSON error. When the token is empty, everything is open.
+401 with a JSON error, but a method a public path does not serve (``TRACE
+/health``) gets its 405. When the token is empty, everything is open.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Final
 
 from quart import Response, request, websocket
 from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from .responses import json_error
 
@@ -43,6 +45,23 @@ def token_matches(given: str | None, expected: str) -> bool:
     return hmac.compare_digest(given_digest, expected_digest)
 
 
+def is_public(app: QuartTrio) -> bool:
+    """Whether the current request is for a public endpoint (with any method)."""
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        return True
+    if not isinstance(request.routing_exception, MethodNotAllowed):
+        return False
+    # Routing found the path but not the method: find whose path it is.
+    adapter = app.create_url_adapter(request)
+    if adapter is None:
+        return False
+    try:
+        endpoint, _ = adapter.match(method="GET")
+    except HTTPException:
+        return False
+    return endpoint in PUBLIC_ENDPOINTS
+
+
 def unauthorized() -> Response:
     return json_error(401, "missing or invalid admin token", headers=_CHALLENGE)
 
@@ -54,7 +73,7 @@ def install_auth(app: QuartTrio, token: str) -> None:
 
     @app.before_request
     async def check_request() -> Response | None:
-        if request.endpoint in PUBLIC_ENDPOINTS:
+        if is_public(app):
             return None
         if token_matches(bearer_token(request.headers.get("Authorization")), token):
             return None

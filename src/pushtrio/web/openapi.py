@@ -1,8 +1,12 @@
 """The OpenAPI 3.1 document served at ``/openapi.json``, written by hand.
 
-A test compares its paths and methods with the app's URL map, so it cannot drift
-from what is really served. The WebSocket feed is described as the ``GET`` of its
-handshake, marked ``x-websocket: true``.
+A test compares its paths and methods with the app's URL map, and a schemathesis
+run (tests/web/test_schemathesis.py) checks the service against the document, so
+it cannot drift from what is really served. The WebSocket feed is described as the
+``GET`` of its handshake, marked ``x-websocket: true``.
+
+Bearer security (and the 401 answers that come with it) is declared only when
+ADMIN_TOKEN is set, since only then is it enforced.
 """
 
 from __future__ import annotations
@@ -38,8 +42,15 @@ def _error(description: str) -> dict[str, Any]:
     return _json(_ref("Error"), description)
 
 
-_UNAUTHORIZED = _error("ADMIN_TOKEN is set and the bearer token is missing or wrong")
+_UNAUTHORIZED = _error("the bearer token is missing or wrong")
 _PUBLIC: list[dict[str, list[str]]] = []
+"""The ``security`` of the operations served without a token (``/`` and ``/health``)."""
+_TOKEN_PARAMETER = {
+    "name": "token",
+    "in": "query",
+    "description": "the admin token, for clients that cannot set headers (browsers)",
+    "schema": {"type": "string"},
+}
 _USER_ID_PARAMETER = {
     "name": "user_id",
     "in": "path",
@@ -47,8 +58,36 @@ _USER_ID_PARAMETER = {
     "schema": _ref("UserId"),
 }
 
+
+def _timestamp_pattern() -> str:
+    """The timestamps the message contract takes, as one regular expression.
+
+    model._time reads RFC 3339 with a zone (``T``, ``t`` or a space between date and
+    time) into a datetime, so the date must exist: the days of each month, 29
+    February in leap years only, years 0001-9999. ``format: date-time`` would not
+    say it: it is an annotation in OpenAPI 3.1, and it refuses the space.
+    """
+    year = r"(000[1-9]|00[1-9]\d|0[1-9]\d\d|[1-9]\d{3})"
+    leap_year = r"(\d\d(0[48]|[2468][048]|[13579][26])|(0[48]|[2468][048]|[13579][26])00)"
+    day = (
+        rf"({year}-(0[1-9]|1[0-2])-(0[1-9]|1\d|2[0-8])"
+        rf"|{year}-(0[13-9]|1[0-2])-(29|30)"
+        rf"|{year}-(0[13578]|1[02])-31"
+        rf"|{leap_year}-02-29)"
+    )
+    time = r"([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d+)?"
+    zone = r"([Zz]|[+-]([01]\d|2[0-3]):[0-5]\d)"
+    return f"^{day}[Tt ]{time}{zone}$"
+
+
 _SCHEMAS: dict[str, Any] = {
     "UserId": {"type": "string", "pattern": f"^{USER_ID_PATTERN.pattern}$"},
+    "Timestamp": {
+        "type": ["string", "null"],
+        "pattern": _timestamp_pattern(),
+        "description": "RFC 3339 date and time with a zone (2030-01-01T00:00:00Z)",
+        "examples": ["2030-01-01T00:00:00Z"],
+    },
     "Error": {
         "type": "object",
         "required": ["error"],
@@ -60,20 +99,44 @@ _SCHEMAS: dict[str, Any] = {
     "Notification": {
         "type": "object",
         "required": ["user_id"],
-        "description": "At least one of title and body. Unknown fields are ignored; "
-        f"the whole body is at most {MAX_RECORD_BYTES} bytes.",
+        "description": "At least one of title and body (non-empty). Types are strict (no "
+        "coercion); null, and an empty id, type or provider, mean absent. Unknown fields "
+        f"are ignored; the whole body is at most {MAX_RECORD_BYTES} bytes.",
         "properties": {
-            "id": {"type": "string", "maxLength": MAX_ID_CHARS, "description": "made if absent"},
+            "id": {
+                "type": ["string", "null"],
+                "maxLength": MAX_ID_CHARS,
+                "description": "made if absent",
+            },
             "user_id": _ref("UserId"),
-            "type": {"type": "string", "maxLength": MAX_TYPE_CHARS, "default": "push"},
-            "title": {"type": "string", "maxLength": MAX_TITLE_CHARS},
-            "body": {"type": "string", "maxLength": MAX_BODY_CHARS},
-            "data": {"type": "object", "description": f"at most {MAX_DATA_BYTES} bytes as JSON"},
-            "priority": {"type": "integer", "minimum": 0, "maximum": 3, "default": 1},
-            "created_at": {"type": "string", "format": "date-time"},
-            "expires_at": {"type": "string", "format": "date-time"},
-            "provider": {"enum": list(PROVIDERS), "description": "chosen from user_id if absent"},
+            "type": {"type": ["string", "null"], "maxLength": MAX_TYPE_CHARS, "default": "push"},
+            "title": {"type": ["string", "null"], "maxLength": MAX_TITLE_CHARS},
+            "body": {"type": ["string", "null"], "maxLength": MAX_BODY_CHARS},
+            "data": {
+                "type": ["object", "null"],
+                "description": f"at most {MAX_DATA_BYTES} bytes as compact JSON",
+            },
+            "priority": {
+                "type": ["integer", "null"],
+                "minimum": 0,
+                "maximum": 3,
+                "default": 1,
+                "description": "3 is most urgent",
+            },
+            "created_at": _ref("Timestamp"),
+            "expires_at": {
+                **_ref("Timestamp"),
+                "description": "a past expires_at makes the outcome expired",
+            },
+            "provider": {
+                "enum": [*PROVIDERS, "", None],
+                "description": "chosen stably from user_id if absent",
+            },
         },
+        "anyOf": [
+            {"required": ["title"], "properties": {"title": {"type": "string", "minLength": 1}}},
+            {"required": ["body"], "properties": {"body": {"type": "string", "minLength": 1}}},
+        ],
     },
     "SendAccepted": {
         "type": "object",
@@ -173,7 +236,7 @@ _PATHS: dict[str, Any] = {
     "/metrics": {
         "get": {
             "summary": "Counters, gauges and latency percentiles",
-            "responses": {"200": _json(_ref("Metrics"), "the figures"), "401": _UNAUTHORIZED},
+            "responses": {"200": _json(_ref("Metrics"), "the figures")},
         }
     },
     "/metrics/prometheus": {
@@ -184,7 +247,6 @@ _PATHS: dict[str, Any] = {
                     "description": "Prometheus exposition format 0.0.4",
                     "content": {"text/plain": {"schema": {"type": "string"}}},
                 },
-                "401": _UNAUTHORIZED,
             },
         }
     },
@@ -195,7 +257,6 @@ _PATHS: dict[str, Any] = {
             "responses": {
                 "200": _json(_ref("RateLimitStatus"), "the status"),
                 "400": _error("user_id is malformed"),
-                "401": _UNAUTHORIZED,
                 "503": _error("the rate-limit store is unavailable"),
             },
         },
@@ -204,7 +265,6 @@ _PATHS: dict[str, Any] = {
             "responses": {
                 "200": _json(_ref("RateLimitStatus"), "the cleared status"),
                 "400": _error("user_id is malformed"),
-                "401": _UNAUTHORIZED,
                 "503": _error("the rate-limit store is unavailable"),
             },
         },
@@ -215,9 +275,11 @@ _PATHS: dict[str, Any] = {
             "requestBody": {"required": True, "content": {JSON: {"schema": _ref("Notification")}}},
             "responses": {
                 "202": _json(_ref("SendAccepted"), "the broker (or embedded queue) has it"),
-                "400": _error("the notification breaks the message contract"),
-                "401": _UNAUTHORIZED,
-                "413": _error(f"the body (or a field) is over its limit ({MAX_RECORD_BYTES} B)"),
+                "400": _error(
+                    "the notification breaks the message contract (a field over its "
+                    "size limit included); field names it"
+                ),
+                "413": _error(f"the body is larger than {MAX_RECORD_BYTES} bytes"),
                 "415": _error("the body is not JSON, or not sent as application/json"),
                 "503": _error("the broker is unavailable"),
             },
@@ -228,7 +290,6 @@ _PATHS: dict[str, Any] = {
             "summary": "This document",
             "responses": {
                 "200": {"description": "OpenAPI 3.1", "content": {JSON: {}}},
-                "401": _UNAUTHORIZED,
             },
         }
     },
@@ -237,8 +298,8 @@ _PATHS: dict[str, Any] = {
             "summary": "Live feed of outcomes (WebSocket): one Event per text frame",
             "x-websocket": True,
             "description": "A client that falls behind loses its oldest events and is sent "
-            '{"event": "dropped", "count": N}. With ADMIN_TOKEN, the token may also be '
-            "given as the token query parameter.",
+            '{"event": "dropped", "count": N}. A plain GET, without the WebSocket '
+            "handshake, is answered 400.",
             "parameters": [
                 {"name": "user_id", "in": "query", "schema": _ref("UserId")},
                 {
@@ -248,35 +309,52 @@ _PATHS: dict[str, Any] = {
                     "schema": {"type": "string"},
                     "example": "delivered,failed",
                 },
-                {"name": "token", "in": "query", "schema": {"type": "string"}},
             ],
             "responses": {
                 "101": _json(_ref("Event"), "switching protocols; frames follow"),
-                "400": _error("an unknown event kind or a malformed user_id"),
-                "401": _UNAUTHORIZED,
+                "400": _error(
+                    "not a WebSocket handshake, an unknown event kind or a malformed user_id"
+                ),
             },
         }
     },
 }
 
 
-def openapi_document() -> dict[str, Any]:
-    """A fresh copy of the OpenAPI 3.1 document."""
-    return copy.deepcopy(
+def openapi_document(*, secured: bool = False) -> dict[str, Any]:
+    """A fresh copy of the OpenAPI 3.1 document.
+
+    ``secured`` (ADMIN_TOKEN is set) declares bearer security on every operation but
+    ``/`` and ``/health``, their 401 answers, and the feed's ``token`` parameter.
+    """
+    document: dict[str, Any] = copy.deepcopy(
         {
             "openapi": "3.1.0",
             "info": {
                 "title": "pushtrio",
                 "version": __version__,
-                "description": "Admin API and live feed of the pushtrio notification service. "
-                "When ADMIN_TOKEN is set, every endpoint but /health and / needs "
-                "`Authorization: Bearer <token>`.",
+                "description": "Admin API and live feed of the pushtrio notification service.",
             },
             "paths": _PATHS,
-            "components": {
-                "schemas": _SCHEMAS,
-                "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            },
-            "security": [{"bearer": []}],
+            "components": {"schemas": _SCHEMAS},
         }
     )
+    if secured:
+        _secure(document)
+    return document
+
+
+def _secure(document: dict[str, Any]) -> None:
+    document["info"]["description"] += (
+        " ADMIN_TOKEN is set: every endpoint but /health and / needs "
+        "`Authorization: Bearer <token>`."
+    )
+    document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+    document["security"] = [{"bearer": []}]
+    for item in document["paths"].values():
+        for operation in item.values():
+            if not isinstance(operation, dict) or operation.get("security") == _PUBLIC:
+                continue
+            operation["responses"]["401"] = copy.deepcopy(_UNAUTHORIZED)
+            if operation.get("x-websocket"):
+                operation["parameters"].append(copy.deepcopy(_TOKEN_PARAMETER))

@@ -11,6 +11,7 @@ from typing import Any
 from quart import Response, has_websocket_context, jsonify, request, websocket
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAllowed, NotFound
+from werkzeug.routing import WebsocketMismatch
 
 _NO_FIELD: Any = object()
 
@@ -59,6 +60,12 @@ def install_error_handlers(app: QuartTrio) -> None:
             f"method not allowed: {_target()} (allowed: {', '.join(allowed)})",
             headers={"Allow": ", ".join(allowed)},
         )
+
+    @app.errorhandler(WebsocketMismatch)
+    async def websocket_mismatch(_: WebsocketMismatch) -> Response:
+        if has_websocket_context():
+            return json_error(400, f"not a WebSocket endpoint: {_target()}")
+        return json_error(400, f"a WebSocket endpoint; open it with a handshake: {_target()}")
 
     @app.errorhandler(InternalServerError)
     async def internal_error(_: InternalServerError) -> Response:
