@@ -35,10 +35,12 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-BUCKETS_PER_TTL = 2
-"""The TTL is cut into this many buckets: ids live up to 1/2 of the TTL longer, and a
-look-up asks 3 sets per id (4 for a few seconds around a bucket change). More
-buckets: less memory, more commands (4: 1/4 longer, 5 sets per id)."""
+BUCKETS_PER_TTL = 1
+"""The TTL is cut into this many buckets: ids live up to one bucket longer than the
+TTL, and a look-up asks buckets + 1 sets per id (one more for a few seconds around a
+bucket change). One bucket: at most twice the TTL, 2 sets per id; two buckets cost
+about 20% of the pipeline's throughput in look-up commands for a quarter less memory
+(measured with ``python -m benchmarks --phases pipeline``)."""
 
 TARGET_IDS_PER_SET = 128
 """Ids per set aimed at; 4-8 times below the intset limit of 512, for growth."""
