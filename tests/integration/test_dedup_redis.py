@@ -143,8 +143,12 @@ async def test_ids_are_forgotten_after_a_short_ttl(client: redis.Redis) -> None:
     with trio.fail_after(DEADLINE_S):
         await store.remember_many(["short"])
         assert await store.seen_many(["short"]) == [True]
-        longest_ms = store.layout.width_ms + 300 + 50  # the bucket, the TTL, the margin
-        assert all(0 < client.pttl(key) <= longest_ms for key in keys_of(client, store.layout))
+        # The bucket, the TTL, the margin, and 100 ms for a loaded machine.
+        longest_ms = store.layout.width_ms + 300 + 50 + 100
+        # -2: the key expired between listing it and asking (a loaded machine); -1
+        # (no expiry) and anything beyond the longest life fail.
+        pttls = [client.pttl(key) for key in keys_of(client, store.layout)]
+        assert all(p == -2 or 0 < p <= longest_ms for p in pttls), pttls
         # Redis expires the keys by its own clock, which nothing here can wait on: poll.
         while True:
             if not keys_of(client, store.layout):
