@@ -303,9 +303,9 @@ class KafkaSource:
                     continue
                 if self._last_error.startswith("poll failed"):
                     self._last_error = ""
-                if not records and not pending:
-                    # kafka-python can return at once with nothing (no partitions,
-                    # a topic gone): never go round faster than the poll timeout.
+                if not records and not pending and not consumer.assignment():
+                    # With no partitions (a topic gone, a group still forming)
+                    # kafka-python can return at once: never spin on it.
                     spare = POLL_TIMEOUT_MS / 1000 - (time.monotonic() - self.loop_at)
                     if spare > 0:
                         self._closing.wait(spare)
