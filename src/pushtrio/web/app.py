@@ -19,9 +19,8 @@ from __future__ import annotations
 from importlib.resources import files
 from typing import Any
 
-from quart import Response, jsonify, request
+from quart import Response, jsonify
 from quart_trio import QuartTrio
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from ..model import MAX_RECORD_BYTES
 from . import AppHandles
@@ -38,28 +37,6 @@ def dashboard_html() -> bytes:
     return files(__package__).joinpath("static", "index.html").read_bytes()
 
 
-async def finish_reading_body(response: Response) -> Response:
-    """Read what is left of the request body before a success goes out.
-
-    Hypercorn can reuse a connection only once the request's body has arrived. When
-    an answer ends before that (an OPTIONS answered from the headers alone),
-    Hypercorn closes the connection from inside the task Quart-Trio is cancelling,
-    the close is cancelled with it, and the connection is left open and dead: the
-    client's next request on it is never answered. The body is at most
-    MAX_CONTENT_LENGTH and read within BODY_TIMEOUT. Errors are left to
-    :mod:`.early_close`, which answers them at once and closes their connection.
-    """
-    if response.status_code >= 400:
-        return response
-    try:
-        await request.get_data(cache=False)
-    except RequestEntityTooLarge:
-        response.headers["Connection"] = "close"
-    except HTTPException:  # BODY_TIMEOUT: nothing more to wait for
-        pass
-    return response
-
-
 def create_app(handles: AppHandles) -> QuartTrio:
     """Build the app around the service's handles (it starts no task of its own)."""
     app = QuartTrio("pushtrio", static_folder=None)
@@ -68,7 +45,6 @@ def create_app(handles: AppHandles) -> QuartTrio:
     app.config["BODY_TIMEOUT"] = 30
     app.json.sort_keys = False  # type: ignore[attr-defined]
     install_error_handlers(app)
-    app.after_request(finish_reading_body)
     install_auth(app, handles.settings.admin_token)
     install_early_close(app)
     add_admin_routes(app, handles)
