@@ -16,6 +16,7 @@ from pathlib import Path
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
+from kafka.errors import KafkaError
 
 
 def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> int:
@@ -47,6 +48,22 @@ def committed_offsets(bootstrap: str, group: str) -> dict[int, int]:
         admin.close()
 
 
+def committed_when_loaded(bootstrap: str, group: str, timeout_s: float = 30) -> dict[int, int]:
+    """The group's committed offsets, once the coordinator has loaded them.
+
+    Just after a broker (re)starts, the coordinator answers CoordinatorLoadInProgress
+    for a while: such retriable errors are waited out, up to ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return committed_offsets(bootstrap, group)
+        except KafkaError as exc:
+            if not exc.retriable or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def group_members(bootstrap: str, group: str) -> tuple[str, dict[str, list[int]]]:
     """The group's state and, for each member id, the partitions assigned to it."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
@@ -71,7 +88,7 @@ def wait_committed(bootstrap: str, group: str, topic: str, timeout_s: float) -> 
     ends = end_offsets(bootstrap, topic)
     committed: dict[int, int] = {}
     while time.monotonic() < deadline:
-        committed = committed_offsets(bootstrap, group)
+        committed = committed_when_loaded(bootstrap, group, max(0.0, deadline - time.monotonic()))
         if committed == ends:
             return committed
         time.sleep(0.2)

@@ -23,11 +23,11 @@ from typing import Any, cast
 import orjson
 import pytest
 from kafka.admin import NewPartitions
-from kafka.errors import KafkaError
 
 from .kafka_tools import (
     ServeProcess,
     committed_offsets,
+    committed_when_loaded,
     notification,
     produce,
     read_jsonl,
@@ -303,18 +303,6 @@ def healthy_before_fault(port: str) -> list[str]:
     if status == 200:
         return []
     return [f"/health was {status}, not 200, before the fault: {str(document)[:600]}"]
-
-
-def committed_when_loaded(bootstrap: str, group: str, timeout_s: float = 30) -> dict[int, int]:
-    """The group's committed offsets, once a restarted broker has loaded them."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return committed_offsets(bootstrap, group)
-        except KafkaError:  # CoordinatorLoadInProgressError just after a restart
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def over_committed(
