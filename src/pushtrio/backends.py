@@ -11,8 +11,9 @@ from .dedup import DedupStore, MemoryDedup, RedisDedup
 from .limiter import Limiter
 from .limiter.memory import MemoryLimiter
 from .limiter.redis import RedisLimiter
+from .records import Publisher
 from .redis_client import open_redis
-from .source import Publisher, Source
+from .source import Source
 from .source.kafka import KafkaSource
 from .source.memory import MemoryBroker, MemorySource
 from .source.publisher import KafkaPublisher

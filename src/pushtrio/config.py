@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .errors import ConfigError
-from .model import PROVIDERS
+from .provider_names import PROVIDERS
 
 MEMORY_URL = "memory://"
 PROVIDER_NAMES = PROVIDERS

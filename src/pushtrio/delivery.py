@@ -20,7 +20,7 @@ from .errors import PermanentProviderError, ProviderError
 
 if TYPE_CHECKING:
     from .model import Notification
-    from .providers import Provider
+    from .providers.base import Provider
 
 MAX_BACKOFF_S = 30.0
 """Upper bound of one backoff delay before jitter, however many retries came before."""

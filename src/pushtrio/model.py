@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from .errors import InvalidNotification, NotificationTooLarge
+from .provider_names import PROVIDERS
 
 MAX_RECORD_BYTES = 64 * 1024
 """Largest accepted record or request body, in bytes."""
@@ -33,7 +34,6 @@ MAX_BODY_CHARS = 4096
 MAX_DATA_BYTES = 8 * 1024
 """Largest ``data`` object, measured as compact JSON."""
 
-PROVIDERS = ("fcm", "apns", "firebase")
 USER_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:@\-]{1,128}")
 
 

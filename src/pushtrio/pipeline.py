@@ -47,8 +47,8 @@ from .model import (
     peek_user_id,
 )
 from .outcome_log import OutcomeLogger
-from .providers import Provider
-from .source import Batch, Headers, Message, Publisher, Record
+from .providers.base import Provider
+from .records import Batch, Headers, Message, Publisher, Record
 
 log = logging.getLogger(__name__)
 

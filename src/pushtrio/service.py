@@ -29,9 +29,8 @@ from .events import EventHub
 from .metrics import Metrics
 from .model import Outcome
 from .pipeline import Pipeline, PipelineOptions
-from .providers import provider_stats
-from .providers.mock import build_providers
-from .source import Batch
+from .providers import ProviderOptions, build_providers, provider_stats
+from .records import Batch
 from .web import AppHandles
 from .web.server import serve_web
 
@@ -49,7 +48,14 @@ class Service:
         self.settings = settings
         self.hub = EventHub()
         self._files: list[BinaryIO] = []
-        self.providers = build_providers(settings, self._open_log(settings.mock_provider_journal))
+        self.providers = build_providers(
+            ProviderOptions(
+                success_rates=settings.provider_success_rates,
+                latency_s=settings.provider_latency_s,
+                seed=settings.provider_seed,
+                journal=self._open_log(settings.mock_provider_journal),
+            )
+        )
         self._outcome_log = self._open_log(settings.outcome_log)
         self.metrics = Metrics(worker_count=settings.worker_count, providers=self.providers)
         self.backends: Backends | None = None

@@ -12,7 +12,7 @@ import orjson
 import pytest
 import trio
 
-from pushtrio.source import Batch, Record
+from pushtrio.records import Batch, Record
 from pushtrio.source.clients import SESSION_TIMEOUT_MS
 from pushtrio.source.kafka import KafkaSource
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from pushtrio.source import Batch
+from pushtrio.records import Batch
 from pushtrio.source.memory import MemoryBroker, MemorySource
 
 TOPIC = "notifications"

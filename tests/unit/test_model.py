@@ -12,7 +12,6 @@ from pushtrio.errors import InvalidNotification, NotificationTooLarge
 from pushtrio.model import (
     MAX_DATA_BYTES,
     MAX_RECORD_BYTES,
-    PROVIDERS,
     Notification,
     Outcome,
     OutcomeKind,
@@ -21,6 +20,7 @@ from pushtrio.model import (
     peek_user_id,
     provider_for,
 )
+from pushtrio.provider_names import PROVIDERS
 
 VALID: dict[str, Any] = {"id": "n1", "user_id": "u1", "title": "hello"}
 

@@ -11,7 +11,7 @@ from pushtrio.limiter.memory import MemoryLimiter
 from pushtrio.metrics import Metrics
 from pushtrio.model import Outcome, OutcomeKind
 from pushtrio.pipeline import DEAD_LETTER_MAX_VALUE_BYTES, Pipeline, PipelineOptions, _dead_letter
-from pushtrio.source import Record
+from pushtrio.records import Record
 from pushtrio.source.memory import MemoryBroker
 
 OUTCOME = Outcome(OutcomeKind.INVALID, "m-1", error="record is too large", attempts=0)

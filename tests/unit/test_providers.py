@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 import trio
 
-from pushtrio.config import PROVIDER_NAMES, Settings
 from pushtrio.errors import PermanentProviderError, ProviderError, TransientProviderError
 from pushtrio.model import Notification
+from pushtrio.provider_names import PROVIDERS as PROVIDER_NAMES
 from pushtrio.providers import (
     FAILURE_MIX,
     MockProvider,
     Provider,
+    ProviderOptions,
     ProviderStats,
     build_providers,
     provider_stats,
@@ -180,18 +181,18 @@ def test_provider_stats_of_a_provider_without_counters() -> None:
     assert provider_stats(Bare()) == ProviderStats(name="bare", healthy=True)
 
 
-async def test_build_providers_uses_settings() -> None:
-    settings = Settings(
-        provider_success_rates=(("fcm", 1.0), ("apns", 0.0), ("firebase", 0.5)),
-        provider_latency_s=0.02,
-        provider_seed=11,
+async def test_build_providers_uses_the_options() -> None:
+    options = ProviderOptions(
+        success_rates=(("fcm", 1.0), ("apns", 0.0), ("firebase", 0.5)),
+        latency_s=0.02,
+        seed=11,
     )
-    providers = build_providers(settings)
+    providers = build_providers(options)
     assert tuple(providers) == PROVIDER_NAMES
     for name, provider in providers.items():
         assert provider.name == name
         assert isinstance(provider, MockProvider)
-        assert provider.success_rate == settings.success_rate(name)
+        assert provider.success_rate == dict(options.success_rates)[name]
         assert provider.latency_s == 0.02
     assert await result(providers["fcm"], "a") == "ok"
     assert await result(providers["apns"], "a") != "ok"
@@ -199,14 +200,14 @@ async def test_build_providers_uses_settings() -> None:
 
 async def test_build_providers_seeds_each_provider_apart() -> None:
     rates = tuple((name, 0.5) for name in PROVIDER_NAMES)
-    settings = Settings(provider_success_rates=rates, provider_latency_s=0.0, provider_seed=11)
+    options = ProviderOptions(success_rates=rates, latency_s=0.0, seed=11)
     ids = [f"b{i}" for i in range(200)]
-    once = {name: await results(p, ids) for name, p in build_providers(settings).items()}
-    again = {name: await results(p, ids) for name, p in build_providers(settings).items()}
+    once = {name: await results(p, ids) for name, p in build_providers(options).items()}
+    again = {name: await results(p, ids) for name, p in build_providers(options).items()}
     assert once == again
     assert once["fcm"] != once["apns"] != once["firebase"]
 
 
 def test_build_providers_without_seed_is_unseeded() -> None:
-    providers = build_providers(Settings(provider_seed=None))
+    providers = build_providers(ProviderOptions(success_rates=(("fcm", 1.0),), seed=None))
     assert all(isinstance(p, MockProvider) and p.seed is None for p in providers.values())

@@ -1,55 +1,49 @@
-"""Push providers: one small interface, mock twins for FCM, APNs and Firebase."""
+"""Push providers: one small interface (:mod:`.base`), mock twins for FCM, APNs and Firebase.
+
+:func:`build_providers` is the one factory the service calls; it is where the choice
+of implementation per provider lives.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import BinaryIO
 
-from ..errors import ProviderError
-from ..model import Notification
-from .mock import FAILURE_MIX, MockProvider, ProviderStats, build_providers, provider_seed
-
-
-class Provider(Protocol):
-    """Delivers one notification or raises a ProviderError.
-
-    Raises TransientProviderError for failures worth retrying and
-    PermanentProviderError for those that will never pass.
-    """
-
-    name: str
-
-    async def send(self, notification: Notification, attempt: int) -> None: ...
-
-    async def send_many(
-        self, notifications: Sequence[Notification], attempt: int
-    ) -> list[ProviderError | None]:
-        """Deliver many in one call; per notification, None on success or its error.
-
-        Real providers batch (FCM's batch send, APNs streams multiplexed on one
-        HTTP/2 connection), so the pipeline makes every first attempt this way.
-        """
-        ...
+from .base import Provider, ProviderStats, ReportsStats, provider_stats
+from .mock import FAILURE_MIX, MockProvider, provider_seed
 
 
-@runtime_checkable
-class ReportsStats(Protocol):
-    """A provider that keeps counters and a health flag (the mock providers do)."""
+@dataclass(frozen=True, slots=True)
+class ProviderOptions:
+    """What the providers are built from (the service derives it from its settings)."""
 
-    def stats(self) -> ProviderStats: ...
+    success_rates: tuple[tuple[str, float], ...]
+    """Provider names, in order, with the mock's probability of success."""
+    latency_s: float = 0.05
+    seed: int | None = None
+    journal: BinaryIO | None = None
+    """An unbuffered binary file that gets a line per accepted notification."""
 
 
-def provider_stats(provider: Provider) -> ProviderStats:
-    """Counters of ``provider``; zeros and healthy for one that keeps none."""
-    if isinstance(provider, ReportsStats):
-        return provider.stats()
-    return ProviderStats(name=provider.name)
+def build_providers(options: ProviderOptions) -> dict[str, Provider]:
+    """One provider per configured name, keyed by name (today: a :class:`MockProvider` each)."""
+    return {
+        name: MockProvider(
+            name,
+            success_rate=rate,
+            latency_s=options.latency_s,
+            seed=provider_seed(options.seed, name),
+            journal=options.journal,
+        )
+        for name, rate in options.success_rates
+    }
 
 
 __all__ = [
     "FAILURE_MIX",
     "MockProvider",
     "Provider",
+    "ProviderOptions",
     "ProviderStats",
     "ReportsStats",
     "build_providers",

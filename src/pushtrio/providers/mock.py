@@ -15,17 +15,13 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import BinaryIO
 
 import trio
 
 from ..errors import PermanentProviderError, ProviderError, TransientProviderError
 from ..model import Notification
-
-if TYPE_CHECKING:
-    from ..config import Settings
-    from . import Provider
+from .base import ProviderStats
 
 UNHEALTHY_AFTER_FAILURES = 50
 """A provider whose last this-many calls all failed reports itself unhealthy."""
@@ -40,27 +36,6 @@ FAILURE_MIX: tuple[tuple[str, bool, float], ...] = (
 )
 
 _unseeded = random.Random()
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderStats:
-    """A snapshot of one provider's counters (per call, not per notification)."""
-
-    name: str
-    sent: int = 0
-    failed_transient: int = 0
-    failed_permanent: int = 0
-    consecutive_failures: int = 0
-    healthy: bool = True
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "sent": self.sent,
-            "failed_transient": self.failed_transient,
-            "failed_permanent": self.failed_permanent,
-            "consecutive_failures": self.consecutive_failures,
-            "healthy": self.healthy,
-        }
 
 
 def _draws(seed: int, notification_id: str, attempt: int) -> tuple[float, float]:
@@ -195,20 +170,3 @@ def provider_seed(seed: int | None, name: str) -> int | None:
         return None
     digest = hashlib.blake2b(f"{seed}:{name}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big")
-
-
-def build_providers(settings: Settings, journal: BinaryIO | None = None) -> dict[str, Provider]:
-    """One :class:`MockProvider` per configured provider name, keyed by name.
-
-    ``journal`` (an unbuffered binary file) receives a line per accepted notification.
-    """
-    return {
-        name: MockProvider(
-            name,
-            success_rate=rate,
-            latency_s=settings.provider_latency_s,
-            seed=provider_seed(settings.provider_seed, name),
-            journal=journal,
-        )
-        for name, rate in settings.provider_success_rates
-    }

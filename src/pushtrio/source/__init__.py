@@ -9,36 +9,16 @@ it commits a partition's offset only when every earlier record of it is settled
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import trio
 
-Headers = list[tuple[str, bytes]]
-Message = tuple[bytes | None, bytes | None, Headers]
-"""What a publisher writes: key, value (None is a tombstone) and headers."""
+from ..records import Batch, Record
 
 
 def batch_size_for(max_queue_size: int) -> int:
     """Records per batch: a quarter of the queue (so several batches fit), 1 to 500."""
     return max(1, min(500, max_queue_size // 4))
-
-
-@dataclass(slots=True, frozen=True)
-class Record:
-    """One record read from the topic; ``epoch`` ties it to one assignment of its partition."""
-
-    topic: str
-    partition: int
-    offset: int
-    value: bytes | None
-    timestamp_ms: int
-    key: bytes | None = None
-    epoch: int = 0
-    headers: tuple[tuple[str, bytes], ...] = ()
-
-
-Batch = list[Record]
 
 
 class Source(Protocol):
@@ -97,18 +77,3 @@ class Source(Protocol):
         ...
 
     def health(self) -> dict[str, Any]: ...
-
-
-class Publisher(Protocol):
-    """Writes records to a topic; used by ``POST /send`` and the dead-letter path."""
-
-    async def publish_many(self, topic: str, items: Sequence[Message]) -> None:
-        """Write ``(key, value, headers)`` items and return once the broker has all.
-
-        Raises BrokerUnavailable when they could not all be written in time.
-        """
-        ...
-
-    async def check(self) -> None: ...
-
-    async def aclose(self) -> None: ...

@@ -30,7 +30,8 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from ..errors import BackendError
-from . import Batch, Record, batch_size_for
+from ..records import Batch, Record
+from . import batch_size_for
 from .clients import CALL_TIMEOUT_MS, new_consumer
 from .kafka_errors import DECODE_ERRORS, StuckPartitions, describe
 from .monitor import GroupMonitor

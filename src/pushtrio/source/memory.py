@@ -19,7 +19,8 @@ from typing import Any
 
 import trio
 
-from . import Batch, Headers, Message, Record, batch_size_for
+from ..records import Batch, Headers, Message, Record
+from . import batch_size_for
 from .tracker import OffsetTracker
 
 Item = tuple[bytes | None, bytes | None, Headers, int]

@@ -15,7 +15,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from ..errors import BrokerUnavailable
-from . import Message
+from ..records import Message
 from .clients import RECONNECT_BACKOFF_MAX_MS
 
 

@@ -14,7 +14,7 @@ from ..config import Settings
 from ..events import EventHub
 from ..limiter import Limiter
 from ..metrics import Metrics
-from ..source import Publisher
+from ..records import Publisher
 
 
 @dataclass(frozen=True, slots=True)

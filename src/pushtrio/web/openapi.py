@@ -22,10 +22,10 @@ from ..model import (
     MAX_RECORD_BYTES,
     MAX_TITLE_CHARS,
     MAX_TYPE_CHARS,
-    PROVIDERS,
     USER_ID_PATTERN,
     OutcomeKind,
 )
+from ..provider_names import PROVIDERS
 
 JSON = "application/json"
 

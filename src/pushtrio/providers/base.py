@@ -1,0 +1,71 @@
+"""The provider contract: what the pipeline calls, and what a provider reports.
+
+The mock providers (:mod:`.mock`) and any real provider implement :class:`Provider`;
+the pipeline and the service import this module, never an implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from ..errors import ProviderError
+from ..model import Notification
+
+
+class Provider(Protocol):
+    """Delivers one notification or raises a ProviderError.
+
+    Raises TransientProviderError for failures worth retrying and
+    PermanentProviderError for those that will never pass.
+    """
+
+    name: str
+
+    async def send(self, notification: Notification, attempt: int) -> None: ...
+
+    async def send_many(
+        self, notifications: Sequence[Notification], attempt: int
+    ) -> list[ProviderError | None]:
+        """Deliver many in one call; per notification, None on success or its error.
+
+        Real providers batch (FCM's batch send, APNs streams multiplexed on one
+        HTTP/2 connection), so the pipeline makes every first attempt this way.
+        """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderStats:
+    """A snapshot of one provider's counters (per call, not per notification)."""
+
+    name: str
+    sent: int = 0
+    failed_transient: int = 0
+    failed_permanent: int = 0
+    consecutive_failures: int = 0
+    healthy: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sent": self.sent,
+            "failed_transient": self.failed_transient,
+            "failed_permanent": self.failed_permanent,
+            "consecutive_failures": self.consecutive_failures,
+            "healthy": self.healthy,
+        }
+
+
+@runtime_checkable
+class ReportsStats(Protocol):
+    """A provider that keeps counters and a health flag (the mock providers do)."""
+
+    def stats(self) -> ProviderStats: ...
+
+
+def provider_stats(provider: Provider) -> ProviderStats:
+    """Counters of ``provider``; zeros and healthy for one that keeps none."""
+    if isinstance(provider, ReportsStats):
+        return provider.stats()
+    return ProviderStats(name=provider.name)
