@@ -8,13 +8,14 @@ import logging
 import os
 import signal
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
 
 import trio
 
 from . import __version__
-from .config import Settings, load_settings
+from .config import VARIABLES, Settings, effective_environment, load_settings
 from .errors import BackendError, BackendMisconfigured, ConfigError
 
 log = logging.getLogger("pushtrio")
@@ -111,7 +112,7 @@ def _cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     try:
-        written = run_produce(settings, options)
+        written = run_produce(settings.kafka_brokers, options)
     except BackendError as exc:
         print(f"pushtrio produce: {exc}", file=sys.stderr)
         return 1
@@ -162,6 +163,33 @@ def _cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
     return tally.exit_status or status
 
 
+def _cmd_config(settings: Settings, _: argparse.Namespace) -> int:
+    # main() has already refused a bad variable, exactly as for serve.
+    for name, value in effective_environment():
+        print(f"{name}={value}")
+    for notice in settings.notices:
+        print(f"pushtrio config: {notice}", file=sys.stderr)
+    return 0
+
+
+def environment_help() -> str:
+    """The environment variables, their defaults and help text, from the settings table."""
+
+    def blank(meaning: str) -> str:
+        return ", ".join(v.name for v in VARIABLES if v.kind.blank == meaning)
+
+    intro = (
+        "Environment variables (`pushtrio config` prints their effective values). "
+        "Durations: 500ms, 30s, 1m, 1h30m or plain seconds. A blank value means the "
+        f"default, except for {blank('refused')} (an error) and {blank('kept')} (kept)."
+    )
+    lines = [textwrap.fill(intro, 79), ""]
+    for variable in VARIABLES:
+        lines.append(f"  {variable.name} (default: {variable.default_text})")
+        lines.append(f"      {variable.help}")
+    return "\n".join(lines)
+
+
 def _count(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -180,12 +208,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pushtrio",
         description="Push-notification delivery on Trio. Configuration comes from the "
-        "environment (see README); KAFKA_BROKERS and REDIS_ADDR default to embedded backends.",
+        "environment (listed by `pushtrio serve --help`, shown by `pushtrio config`); "
+        "KAFKA_BROKERS and REDIS_ADDR default to embedded backends.",
     )
     parser.add_argument("--version", action="version", version=f"pushtrio {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    serve = commands.add_parser("serve", help="run the service")
+    serve = commands.add_parser(
+        "serve",
+        help="run the service",
+        description="Run the service, configured by the environment variables below.",
+        epilog=environment_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     serve.set_defaults(run=_cmd_serve)
+    config = commands.add_parser(
+        "config", help="print the effective settings (NAME=value, secrets masked)"
+    )
+    config.set_defaults(run=_cmd_config)
     produce = commands.add_parser(
         "produce", help="write generated (or given) notifications to the Kafka topic"
     )

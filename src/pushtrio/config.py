@@ -1,8 +1,10 @@
 """Settings from the environment.
 
 One frozen :class:`Settings` holds every knob of the service; durations are kept
-in seconds and named ``*_s``. :func:`load_settings` reads an environment mapping
-and raises :class:`~pushtrio.errors.ConfigError` naming the first bad variable.
+in seconds and named ``*_s``. Each field is declared once, with its environment
+variable, default, parser and help text in the field's metadata (:func:`setting`);
+the loader (:func:`load_settings`), :data:`ENVIRONMENT_VARIABLES`, ``pushtrio
+config`` and ``pushtrio serve --help`` are all derived from that declaration.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import dataclasses
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar
 
 from .errors import ConfigError
 from .provider_names import PROVIDERS
@@ -21,9 +24,19 @@ MEMORY_URL = "memory://"
 PROVIDER_NAMES = PROVIDERS
 LOG_LEVELS = ("debug", "info", "warning", "warn", "error", "critical")
 
+HOUR_S = 3600.0
+DAY_S = 24 * HOUR_S
+
 _HOST_PORT = re.compile(r"[A-Za-z0-9_.\-\[\]:]+:\d{1,5}")
+_TOPIC = r"[A-Za-z0-9._\-]{1,249}"
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+
+T = TypeVar("T")
 
 
 def parse_duration(text: str) -> float:
@@ -54,38 +67,266 @@ def parse_duration(text: str) -> float:
     return total
 
 
+def format_duration(seconds: float) -> str:
+    """The Go-style spelling of ``seconds`` (``1h30m``, ``5ms``) that parses back exactly."""
+    candidates = [f"{seconds!r}s", repr(seconds)]
+    if seconds == int(seconds):
+        hours, rest = divmod(int(seconds), 3600)
+        parts = zip((hours, *divmod(rest, 60)), "hms", strict=True)
+        candidates.insert(0, "".join(f"{n}{unit}" for n, unit in parts if n) or "0s")
+    elif seconds < 1:
+        candidates[:0] = [f"{round(seconds / _UNIT_S[u])}{u}" for u in ("ms", "us", "ns")]
+    return next(c for c in candidates if _parses_to(c, seconds))
+
+
+def _parses_to(text: str, seconds: float) -> bool:
+    try:
+        return parse_duration(text) == seconds
+    except ValueError:
+        return False
+
+
+# Kinds of value: how a non-blank variable is parsed (ValueError: the reason it is
+# refused) and how a value is shown again (`pushtrio config`, help, README defaults).
+
+
+@dataclass(frozen=True, slots=True)
+class Kind(Generic[T]):
+    parse: Callable[[str], T]
+    show: Callable[[T], str] = str
+    blank: Literal["default", "refused", "kept"] = "default"
+    """What a blank value means; "refused" and "kept" hand it to ``parse``."""
+
+
+def integer(low: int, high: int) -> Kind[int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ValueError("expected an integer") from None
+        if not low <= value <= high:
+            raise ValueError(f"expected an integer from {low} to {high}")
+        return value
+
+    return Kind(parse)
+
+
+def optional_integer(low: int, high: int) -> Kind[int | None]:
+    """An integer, or None when unset or blank (the default of such a setting)."""
+    return Kind(integer(low, high).parse, lambda value: "" if value is None else str(value))
+
+
+def duration(*, zero_ok: bool = False, maximum: float = HOUR_S) -> Kind[float]:
+    def parse(raw: str) -> float:
+        value = parse_duration(raw)
+        if not zero_ok and value <= 0:
+            raise ValueError("expected a duration above zero")
+        if value > maximum:
+            raise ValueError(f"expected a duration of at most {_format_limit(maximum)}")
+        return value
+
+    return Kind(parse, format_duration)
+
+
+def _format_limit(seconds: float) -> str:
+    if seconds >= DAY_S and seconds % DAY_S == 0:
+        return f"{seconds / HOUR_S:.0f}h ({seconds / DAY_S:.0f} days)"
+    return f"{seconds / HOUR_S:.0f}h" if seconds >= HOUR_S else f"{seconds:g}s"
+
+
+def _parse_rate(raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError("expected a number from 0 to 1") from None
+    if not 0.0 <= value <= 1.0:
+        raise ValueError("expected a number from 0 to 1")
+    return value
+
+
+RATE = Kind(_parse_rate, repr)
+TEXT = Kind(str.strip)
+VERBATIM = Kind(lambda raw: raw, blank="kept")
+"""Taken as it is, blank and surrounding spaces included (a password may have them)."""
+
+
+def kafka_name(pattern: str | None = None) -> Kind[str]:
+    """A name of something in Kafka: blank is a mistake (a template left empty)."""
+
+    def parse(raw: str) -> str:
+        value = raw.strip()
+        if not value:
+            raise ValueError("must not be blank (unset it for the default)")
+        if pattern is not None and not re.fullmatch(pattern, value):
+            raise ValueError(f"expected a value matching {pattern}")
+        return value
+
+    return Kind(parse, blank="refused")
+
+
+def _parse_host(raw: str) -> str:
+    """An IPv4 or IPv6 address, or a host name (RFC 1123)."""
+    value = raw.strip()
+    if ":" in value or all(c.isdigit() or c == "." for c in value):
+        try:
+            ipaddress.ip_address(value.strip("[]"))
+        except ValueError:
+            raise ValueError("expected an IP address or a host name") from None
+    elif not _HOSTNAME.fullmatch(value):
+        raise ValueError("expected an IP address or a host name")
+    return value
+
+
+def _parse_brokers(raw: str) -> tuple[str, ...]:
+    brokers = tuple(part.strip() for part in raw.split(",") if part.strip())
+    if brokers in ((), (MEMORY_URL,)):
+        return (MEMORY_URL,)
+    if not all(_HOST_PORT.fullmatch(broker) for broker in brokers):
+        raise ValueError("expected host:port[,host:port...] or memory://")
+    return brokers
+
+
+def _parse_redis_addr(raw: str) -> str:
+    value = raw.strip()
+    if value != MEMORY_URL and not _HOST_PORT.fullmatch(value):
+        raise ValueError("expected host:port or memory://")
+    return value
+
+
+def _parse_log_level(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in LOG_LEVELS:
+        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}")
+    return value
+
+
+_BROKERS = Kind(_parse_brokers, ",".join)
+_REDIS_ADDR = Kind(_parse_redis_addr)
+_HOST = Kind(_parse_host)
+_LOG_LEVEL = Kind(_parse_log_level)
+
+
+@dataclass(frozen=True, slots=True)
+class Variable:
+    """One environment variable: the single declaration the rest is derived from."""
+
+    name: str
+    default: Any
+    kind: Kind[Any]
+    help: str
+    secret: bool = False
+    fallback: str | None = None
+    """Another variable whose value is the default of this one."""
+
+    @property
+    def default_text(self) -> str:
+        """The default as documented (README, ``serve --help``)."""
+        return self.fallback or self.kind.show(self.default) or "empty"
+
+
+_VARIABLE = "pushtrio.variable"
+_COMPOUND = "pushtrio.variables"
+
+
+def setting(env: str, default: T, kind: Kind[T], help: str, *, secret: bool = False) -> T:
+    """A :class:`Settings` field read from the variable ``env``."""
+    variable = Variable(env, default, kind, help, secret)
+    return dataclasses.field(default=default, metadata={_VARIABLE: variable})
+
+
+# The one compound setting: PROVIDER_<NAME>_SUCCESS_RATE, each falling back to
+# PROVIDER_SUCCESS_RATE, fill the single field provider_success_rates.
+_SHARED_RATE = Variable("PROVIDER_SUCCESS_RATE", 0.95, RATE, "mock providers' success probability")
+_RATE_VARIABLES = (
+    _SHARED_RATE,
+    *(
+        Variable(
+            f"PROVIDER_{provider.upper()}_SUCCESS_RATE",
+            _SHARED_RATE.default,
+            RATE,
+            f"success probability of the mock {provider} provider",
+            fallback=_SHARED_RATE.name,
+        )
+        for provider in PROVIDER_NAMES
+    ),
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Every setting of the service. Build it with :func:`load_settings`."""
 
-    kafka_brokers: tuple[str, ...] = (MEMORY_URL,)
-    kafka_topic: str = "notifications"
-    consumer_group: str = "notification-service"
-    redis_addr: str = MEMORY_URL
-    redis_password: str = ""
-    redis_db: int = 0
-    rate_limit_per_user: int = 10
-    rate_limit_window_s: float = 60.0
-    worker_count: int = 10
-    max_queue_size: int = 1000
-    retry_attempts: int = 3
-    retry_delay_s: float = 1.0
-    port: int = 8080
-    host: str = "127.0.0.1"
-    log_level: str = "info"
-    shutdown_timeout_s: float = 30.0
-    release_after_s: float = 30.0
-    dlq_topic: str = "notifications.dlq"
-    dedup_ttl_s: float = 24 * 3600.0
-    provider_success_rates: tuple[tuple[str, float], ...] = tuple(
-        (name, 0.95) for name in PROVIDER_NAMES
+    kafka_brokers: tuple[str, ...] = setting(
+        "KAFKA_BROKERS", (MEMORY_URL,), _BROKERS, "comma-separated host:port list, or memory://"
     )
-    provider_latency_s: float = 0.005
-    provider_timeout_s: float = 10.0
-    provider_seed: int | None = None
-    admin_token: str = ""
-    outcome_log: str = ""
-    mock_provider_journal: str = ""
+    kafka_topic: str = setting(
+        "KAFKA_TOPIC", "notifications", kafka_name(_TOPIC), "topic consumed (and written by /send)"
+    )
+    consumer_group: str = setting(
+        "CONSUMER_GROUP", "notification-service", kafka_name(), "consumer group id"
+    )
+    redis_addr: str = setting(
+        "REDIS_ADDR", MEMORY_URL, _REDIS_ADDR, "host:port of Redis, or memory:// (embedded)"
+    )
+    redis_password: str = setting(
+        "REDIS_PASSWORD", "", VERBATIM, "Redis password (taken verbatim)", secret=True
+    )
+    redis_db: int = setting("REDIS_DB", 0, integer(0, 10_000), "Redis database number")
+    rate_limit_per_user: int = setting(
+        "RATE_LIMIT_PER_USER", 10, integer(1, 1_000_000), "notifications per user per window"
+    )
+    rate_limit_window_s: float = setting(
+        "RATE_LIMIT_WINDOW", 60.0, duration(maximum=30 * DAY_S), "sliding rate-limit window"
+    )
+    worker_count: int = setting("WORKER_COUNT", 10, integer(1, 10_000), "worker tasks")
+    max_queue_size: int = setting(
+        "MAX_QUEUE_SIZE", 1000, integer(1, 10_000_000), "records between reader and workers"
+    )
+    retry_attempts: int = setting(
+        "RETRY_ATTEMPTS", 3, integer(0, 100), "retries after the first attempt, if transient"
+    )
+    retry_delay_s: float = setting(
+        "RETRY_DELAY", 1.0, duration(zero_ok=True), "base delay, doubled per retry (max 30s)"
+    )
+    port: int = setting("PORT", 8080, integer(0, 65535), "HTTP port (0 picks a free one)")
+    host: str = setting("HOST", "127.0.0.1", _HOST, "bind address: an IP address or a host name")
+    log_level: str = setting(
+        "LOG_LEVEL", "info", _LOG_LEVEL, "debug, info, warning, error or critical"
+    )
+    shutdown_timeout_s: float = setting(
+        "SHUTDOWN_TIMEOUT", 30.0, duration(), "time to finish in-flight work on SIGTERM/SIGINT"
+    )
+    release_after_s: float = setting(
+        "RELEASE_AFTER", 30.0, duration(), "leave the group once a backend has refused this long"
+    )
+    dlq_topic: str = setting(
+        "DLQ_TOPIC", "notifications.dlq", kafka_name(_TOPIC), "dead-letter topic"
+    )
+    dedup_ttl_s: float = setting(
+        "DEDUP_TTL", DAY_S, duration(maximum=30 * DAY_S), "how long delivered ids are remembered"
+    )
+    provider_success_rates: tuple[tuple[str, float], ...] = dataclasses.field(
+        default=tuple((provider, _SHARED_RATE.default) for provider in PROVIDER_NAMES),
+        metadata={_COMPOUND: _RATE_VARIABLES},
+    )
+    provider_latency_s: float = setting(
+        "PROVIDER_LATENCY", 0.005, duration(zero_ok=True), "mock providers' latency per call"
+    )
+    provider_timeout_s: float = setting(
+        "PROVIDER_TIMEOUT", 10.0, duration(), "limit on one provider call; timeouts are transient"
+    )
+    provider_seed: int | None = setting(
+        "PROVIDER_SEED", None, optional_integer(0, 2**63 - 1), "makes mock providers deterministic"
+    )
+    admin_token: str = setting(
+        "ADMIN_TOKEN", "", TEXT, "Bearer token needed by all but /health and /", secret=True
+    )
+    outcome_log: str = setting(
+        "OUTCOME_LOG", "", TEXT, "path: append one JSON line per outcome (an audit trail)"
+    )
+    mock_provider_journal: str = setting(
+        "MOCK_PROVIDER_JOURNAL", "", TEXT, "path: '<provider> <id>' per accepted notification"
+    )
     notices: tuple[str, ...] = ()
     """Warnings about valid but doubtful values, logged when the service starts."""
 
@@ -105,124 +346,32 @@ class Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
 
-def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise ConfigError(name, raw, "expected an integer") from None
-    if not low <= value <= high:
-        raise ConfigError(name, raw, f"expected an integer from {low} to {high}")
-    return value
-
-
-HOUR_S = 3600.0
-DAY_S = 24 * HOUR_S
-
-
-def _duration(
-    env: Mapping[str, str],
-    name: str,
-    default: float,
-    *,
-    positive: bool,
-    maximum: float = HOUR_S,
-) -> float:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = parse_duration(raw)
-    except ValueError as exc:
-        raise ConfigError(name, raw, str(exc)) from None
-    if positive and value <= 0:
-        raise ConfigError(name, raw, "expected a duration above zero")
-    if value > maximum:
-        raise ConfigError(name, raw, f"expected a duration of at most {_format_s(maximum)}")
-    return value
-
-
-def _format_s(seconds: float) -> str:
-    if seconds >= DAY_S and seconds % DAY_S == 0:
-        return f"{seconds / HOUR_S:.0f}h ({seconds / DAY_S:.0f} days)"
-    return f"{seconds / HOUR_S:.0f}h" if seconds >= HOUR_S else f"{seconds:g}s"
-
-
-def _rate(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        raise ConfigError(name, raw, "expected a number from 0 to 1") from None
-    if not 0.0 <= value <= 1.0:
-        raise ConfigError(name, raw, "expected a number from 0 to 1")
-    return value
-
-
-def _text(
-    env: Mapping[str, str],
-    name: str,
-    default: str,
-    *,
-    pattern: str | None = None,
-    blank_ok: bool = True,
-) -> str:
-    raw = env.get(name)
-    if raw is None:
-        return default
-    if raw.strip() == "":
-        if blank_ok:
-            return default
-        raise ConfigError(name, raw, "must not be blank (unset it for the default)")
-    value = raw.strip()
-    if pattern is not None and not re.fullmatch(pattern, value):
-        raise ConfigError(name, raw, f"expected a value matching {pattern}")
-    return value
-
-
-_HOSTNAME = re.compile(
-    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+VARIABLES: tuple[Variable, ...] = tuple(
+    variable
+    for field in dataclasses.fields(Settings)
+    for variable in ((field.metadata[_VARIABLE],) if _VARIABLE in field.metadata else ())
+    + field.metadata.get(_COMPOUND, ())
 )
+"""Every variable :func:`load_settings` reads, in the order of the fields."""
+
+ENVIRONMENT_VARIABLES = tuple(variable.name for variable in VARIABLES)
+"""The names of :data:`VARIABLES` (checked against the docs by tests)."""
 
 
-def _host(env: Mapping[str, str]) -> str:
-    """HOST: an IPv4 or IPv6 address, or a host name (RFC 1123)."""
-    raw = env.get("HOST", "")
-    value = raw.strip() or "127.0.0.1"
-    looks_numeric = all(c.isdigit() or c == "." for c in value)
-    if ":" in value or looks_numeric:
-        try:
-            ipaddress.ip_address(value.strip("[]"))
-        except ValueError:
-            raise ConfigError("HOST", raw, "expected an IP address or a host name") from None
-    elif not _HOSTNAME.fullmatch(value):
-        raise ConfigError("HOST", raw, "expected an IP address or a host name")
-    return value
-
-
-def _brokers(env: Mapping[str, str]) -> tuple[str, ...]:
-    raw = env.get("KAFKA_BROKERS", MEMORY_URL)
-    brokers = tuple(part.strip() for part in raw.split(",") if part.strip())
-    if brokers in ((), (MEMORY_URL,)):
-        return (MEMORY_URL,)
-    for broker in brokers:
-        if not _HOST_PORT.fullmatch(broker):
-            raise ConfigError(
-                "KAFKA_BROKERS", raw, "expected host:port[,host:port...] or memory://"
-            )
-    return brokers
-
-
-def _redis_addr(env: Mapping[str, str]) -> str:
-    raw = env.get("REDIS_ADDR", MEMORY_URL).strip() or MEMORY_URL
-    if raw != MEMORY_URL and not _HOST_PORT.fullmatch(raw):
-        raise ConfigError("REDIS_ADDR", raw, "expected host:port or memory://")
-    return raw
+def _read(env: Mapping[str, str]) -> dict[str, Any]:
+    """The value of every variable, by name; ConfigError for the first bad one."""
+    values: dict[str, Any] = {}
+    for variable in VARIABLES:
+        raw = env.get(variable.name)
+        if raw is None or (variable.kind.blank == "default" and not raw.strip()):
+            value = values[variable.fallback] if variable.fallback else variable.default
+        else:
+            try:
+                value = variable.kind.parse(raw)
+            except ValueError as exc:
+                raise ConfigError(variable.name, raw, str(exc)) from None
+        values[variable.name] = value
+    return values
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -231,51 +380,32 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     Raises ConfigError for the first variable whose value cannot be used.
     """
     env = os.environ if env is None else env
-    default_rate = _rate(env, "PROVIDER_SUCCESS_RATE", 0.95)
-    rates = tuple(
-        (name, _rate(env, f"PROVIDER_{name.upper()}_SUCCESS_RATE", default_rate))
-        for name in PROVIDER_NAMES
+    values = _read(env)
+    fields: dict[str, Any] = {
+        field.name: values[field.metadata[_VARIABLE].name]
+        for field in dataclasses.fields(Settings)
+        if _VARIABLE in field.metadata
+    }
+    # The compound setting (see _RATE_VARIABLES) and the notices are the special cases.
+    fields["provider_success_rates"] = tuple(
+        (provider, values[variable.name])
+        for provider, variable in zip(PROVIDER_NAMES, _RATE_VARIABLES[1:], strict=True)
     )
-    log_level = _text(env, "LOG_LEVEL", "info").lower()
-    if log_level not in LOG_LEVELS:
-        raise ConfigError("LOG_LEVEL", env["LOG_LEVEL"], f"expected one of {', '.join(LOG_LEVELS)}")
-    seed_raw = env.get("PROVIDER_SEED", "").strip()
-    topic_pattern = r"[A-Za-z0-9._\-]{1,249}"
-    return Settings(
-        kafka_brokers=_brokers(env),
-        kafka_topic=_text(
-            env, "KAFKA_TOPIC", "notifications", pattern=topic_pattern, blank_ok=False
-        ),
-        consumer_group=_text(env, "CONSUMER_GROUP", "notification-service", blank_ok=False),
-        redis_addr=_redis_addr(env),
-        redis_password=env.get("REDIS_PASSWORD", ""),
-        redis_db=_int(env, "REDIS_DB", 0, 0, 10_000),
-        rate_limit_per_user=_int(env, "RATE_LIMIT_PER_USER", 10, 1, 1_000_000),
-        rate_limit_window_s=_duration(
-            env, "RATE_LIMIT_WINDOW", 60.0, positive=True, maximum=30 * DAY_S
-        ),
-        worker_count=_int(env, "WORKER_COUNT", 10, 1, 10_000),
-        max_queue_size=_int(env, "MAX_QUEUE_SIZE", 1000, 1, 10_000_000),
-        retry_attempts=_int(env, "RETRY_ATTEMPTS", 3, 0, 100),
-        retry_delay_s=_duration(env, "RETRY_DELAY", 1.0, positive=False),
-        port=_int(env, "PORT", 8080, 0, 65535),
-        host=_host(env),
-        log_level=log_level,
-        shutdown_timeout_s=_duration(env, "SHUTDOWN_TIMEOUT", 30.0, positive=True),
-        release_after_s=_duration(env, "RELEASE_AFTER", 30.0, positive=True),
-        dlq_topic=_text(
-            env, "DLQ_TOPIC", "notifications.dlq", pattern=topic_pattern, blank_ok=False
-        ),
-        dedup_ttl_s=_duration(env, "DEDUP_TTL", DAY_S, positive=True, maximum=30 * DAY_S),
-        provider_success_rates=rates,
-        provider_latency_s=_duration(env, "PROVIDER_LATENCY", 0.005, positive=False),
-        provider_timeout_s=_duration(env, "PROVIDER_TIMEOUT", 10.0, positive=True),
-        provider_seed=None if not seed_raw else _int(env, "PROVIDER_SEED", 0, 0, 2**63 - 1),
-        admin_token=env.get("ADMIN_TOKEN", "").strip(),
-        outcome_log=env.get("OUTCOME_LOG", "").strip(),
-        mock_provider_journal=env.get("MOCK_PROVIDER_JOURNAL", "").strip(),
-        notices=_notices(env),
-    )
+    fields["notices"] = _notices(env)
+    return Settings(**fields)
+
+
+def effective_environment(env: Mapping[str, str] | None = None) -> tuple[tuple[str, str], ...]:
+    """``(NAME, value)`` for every variable as parsed from ``env``, secrets masked (``***``).
+
+    Raises ConfigError like :func:`load_settings`.
+    """
+    values = _read(os.environ if env is None else env)
+    shown = []
+    for variable in VARIABLES:
+        text = variable.kind.show(values[variable.name])
+        shown.append((variable.name, "***" if variable.secret and text else text))
+    return tuple(shown)
 
 
 def _notices(env: Mapping[str, str]) -> tuple[str, ...]:
@@ -287,35 +417,3 @@ def _notices(env: Mapping[str, str]) -> tuple[str, ...]:
             "ADMIN_TOKEN is set but blank: the admin endpoints and the feed need no token"
         )
     return tuple(notices)
-
-
-ENVIRONMENT_VARIABLES = (
-    "KAFKA_BROKERS",
-    "KAFKA_TOPIC",
-    "CONSUMER_GROUP",
-    "REDIS_ADDR",
-    "REDIS_PASSWORD",
-    "REDIS_DB",
-    "RATE_LIMIT_PER_USER",
-    "RATE_LIMIT_WINDOW",
-    "WORKER_COUNT",
-    "MAX_QUEUE_SIZE",
-    "RETRY_ATTEMPTS",
-    "RETRY_DELAY",
-    "PORT",
-    "HOST",
-    "LOG_LEVEL",
-    "SHUTDOWN_TIMEOUT",
-    "RELEASE_AFTER",
-    "DLQ_TOPIC",
-    "DEDUP_TTL",
-    "PROVIDER_SUCCESS_RATE",
-    *(f"PROVIDER_{name.upper()}_SUCCESS_RATE" for name in PROVIDER_NAMES),
-    "PROVIDER_LATENCY",
-    "PROVIDER_TIMEOUT",
-    "PROVIDER_SEED",
-    "ADMIN_TOKEN",
-    "OUTCOME_LOG",
-    "MOCK_PROVIDER_JOURNAL",
-)
-"""Every variable :func:`load_settings` reads (checked against the docs by a test)."""

@@ -139,7 +139,8 @@ class Metrics:
     # -- recording (hot path) -------------------------------------------------
 
     def record_outcomes(self, outcomes: Iterable[Outcome]) -> None:
-        """Count each outcome: its kind, its provider, and its latency.
+        """Count each outcome: its kind, its provider, its latency and its retries
+        (``attempts`` beyond the first).
 
         Synchronous and never awaits, so every read sees whole records. If the
         iterable raises part-way, the outcomes already taken stay counted.
@@ -150,10 +151,13 @@ class Metrics:
         buckets = self._bucket_counts
         bounds = _BUCKET_BOUNDS_MS
         latency_sum = 0.0
+        retries = 0
         try:
             for outcome in outcomes:
                 kind = outcome.event
                 counts[kind] += 1
+                if outcome.attempts > 1:
+                    retries += outcome.attempts - 1
                 provider = outcome.provider
                 if provider:
                     per_provider = providers.get(provider)
@@ -169,6 +173,7 @@ class Metrics:
                 latency_sum += latency_ms
         finally:
             self._latency_sum_ms += latency_sum
+            self._retries += retries
 
     def record_outcome(self, outcome: Outcome) -> None:
         """Count one outcome (see :meth:`record_outcomes`)."""
@@ -317,7 +322,11 @@ class _Collector:
         yield per_provider
 
         for name, documentation, value in (
-            ("pushtrio_queue_size", "Messages waiting for a worker.", snapshot["queue_size"]),
+            (
+                "pushtrio_queue_size",
+                "Record batches waiting for a worker (the channel between source and workers).",
+                snapshot["queue_size"],
+            ),
             ("pushtrio_in_flight", "Messages being processed.", snapshot["in_flight"]),
             ("pushtrio_consumer_lag", "Records not yet consumed.", snapshot["consumer_lag"]),
             ("pushtrio_workers", "Worker tasks.", snapshot["worker_count"]),

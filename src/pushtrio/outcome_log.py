@@ -1,4 +1,8 @@
-"""Outcomes in the service log: failures at warning, the rest at debug, never a flood.
+"""Outcomes written down: the service log (:class:`OutcomeLogger`) and the optional
+OUTCOME_LOG file of JSON lines (:class:`OutcomeJournal`). Both are outcome sinks: the
+pipeline calls them with each settled group.
+
+The service log gets failures at warning, the rest at debug, never a flood.
 
 Every ``failed`` and ``invalid`` outcome is logged at warning with its id, reason and
 origin (partition and offset), up to ``burst`` lines per ``window_s``; beyond that the
@@ -13,6 +17,9 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from typing import BinaryIO
+
+import orjson
 
 from .model import Outcome, OutcomeKind
 
@@ -77,3 +84,24 @@ class OutcomeLogger:
             self._suppressed.clear()
         self._window_start = now
         self._used = 0
+
+
+class OutcomeJournal:
+    """Appends one JSON line per outcome (the feed's event plus partition and offset).
+
+    ``stream`` should be unbuffered (``open(path, "ab", buffering=0)``): each group
+    reaches the OS at once and survives a kill -9. The caller closes it.
+    """
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+
+    def record(self, outcomes: Sequence[Outcome]) -> None:
+        lines = []
+        for outcome in outcomes:
+            event = outcome.to_event()
+            event["partition"] = outcome.partition
+            event["offset"] = outcome.offset
+            lines.append(orjson.dumps(event))
+        if lines:
+            self._stream.write(b"\n".join(lines) + b"\n")

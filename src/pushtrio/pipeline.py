@@ -1,9 +1,10 @@
 """The worker pipeline: every record in, exactly one outcome out.
 
-    batch_recv ──> workers (WORKER_COUNT, one batch at a time) ──────────> settle_recv ──> settler
-                     decode + validate, expired?, duplicate?, rate limit,      ^
-                     first attempt: one provider call per provider             |
-                     └── transient failures ──> retry tasks (back-off) ────────┘
+  batch_recv ─> workers (WORKER_COUNT, one batch at a time) ─────> settle_recv ─> settler
+                decode + validate, expired?, duplicate?,        ^               │
+                rate limit, first attempt: one provider call    │               ├─> sinks (metrics,
+                per provider                                    │               │   feed, logs)
+                └── transient failures ─> retry tasks ──────────┘               └─> settle (source)
 
 Workers take whole batches: one dedup look-up, one limiter round trip and one
 provider call per provider per batch (as FCM's batch send and APNs's multiplexed
@@ -11,8 +12,10 @@ HTTP/2 streams do). A notification that fails transiently is retried in a task o
 its own (bounded by ``max_in_flight``), so back-off waits never hold up a worker.
 Delivered ids are recorded for dedup by the worker right after the provider call,
 which keeps the crash window for a second delivery short. The settler takes
-outcomes in bulk: it writes dead letters, counts, publishes live events and only
-then settles the records with the source, which lets their offsets be committed.
+outcomes in bulk: it writes dead letters, hands the outcomes to every sink (metrics,
+the live feed, the logs: each a plain callable) and only then settles the records
+with the source, which lets their offsets be committed. Outcomes flow one way: the
+pipeline knows neither the service nor what its sinks do.
 
 A backend that is down (Redis, the dead-letter topic) stalls the affected stage with
 back-off instead of losing or wrongly passing messages; it resumes by itself.
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -34,9 +37,7 @@ import trio
 from .dedup import DedupStore
 from .delivery import deliver, first_attempts
 from .errors import BackendError, BackendMisconfigured, InvalidNotification
-from .events import EventHub
 from .limiter import Limiter
-from .metrics import Metrics
 from .model import (
     Notification,
     Outcome,
@@ -46,7 +47,6 @@ from .model import (
     peek_id,
     peek_user_id,
 )
-from .outcome_log import OutcomeLogger
 from .providers.base import Provider
 from .records import Batch, Headers, Message, Publisher, Record
 
@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Settled = list[tuple[Record, Outcome]]
 Candidates = list[tuple[Record, Notification]]
+OutcomeSink = Callable[[Sequence[Outcome]], None]
+"""Receives every settled group of outcomes, in the trio thread; must not block."""
 BACKOFF_MAX_S = 5.0
 
 
@@ -79,25 +81,18 @@ class Pipeline:
         dedup: DedupStore,
         providers: dict[str, Provider],
         dead_letters: Publisher,
-        metrics: Metrics,
-        hub: EventHub,
+        sinks: Iterable[OutcomeSink],
         settle: Callable[[Sequence[Record]], None],
-        taken: Callable[[int], None],
-        journal: Callable[[Sequence[Outcome]], None] | None = None,
     ) -> None:
         self._options = options
         self._limiter = limiter
         self._dedup = dedup
         self._providers = providers
         self._dead_letters = dead_letters
-        self._metrics = metrics
-        self._hub = hub
+        self._sinks = tuple(sinks)
         self._settle = settle
-        self._taken = taken
-        self._journal = journal
         self._slots = trio.Semaphore(options.max_in_flight)
         self._claims: dict[str, Record] = {}
-        self._outcome_log = OutcomeLogger()
         self.last_backend_error = ""
         self.misconfigured_since: float | None = None
         """Monotonic time since when a backend has refused us (wrong password,
@@ -130,7 +125,6 @@ class Pipeline:
     ) -> None:
         async with batch_recv:
             async for batch in batch_recv:
-                self._taken(len(batch))
                 await self._process_batch(batch, settle_send, work)
 
     async def _process_batch(
@@ -139,8 +133,9 @@ class Pipeline:
         started = time.monotonic()
         settled, candidates = self._screen(batch, started)
         if candidates:
-            to_deliver = await self._admit(candidates, settled, started)
-            retries = await self._deliver_batch(to_deliver, settled, started)
+            refused, to_deliver = await self._admit(candidates, started)
+            finished, retries = await self._deliver_batch(to_deliver, started)
+            settled += refused + finished
             for record, notification in retries:
                 await self._slots.acquire()
                 work.start_soon(self._retry, record, notification, settle_send, started)
@@ -179,11 +174,15 @@ class Pipeline:
             self._claims[notification.id] = record
         return settled, candidates
 
-    async def _admit(self, candidates: Candidates, settled: Settled, started: float) -> Candidates:
-        """Dedup look-up, then the rate limit, one round trip each; returns what may go out."""
+    async def _admit(self, candidates: Candidates, started: float) -> tuple[Settled, Candidates]:
+        """Dedup look-up, then the rate limit, one round trip each.
+
+        Returns the outcomes of the refused (duplicate, rate-limited) and what may go out.
+        """
         seen = await self._with_backoff(
             "dedup look-up", lambda: self._dedup.seen_many([n.id for _, n in candidates])
         )
+        settled: Settled = []
         fresh = []
         for (record, notification), was_seen in zip(candidates, seen, strict=True):
             if was_seen:
@@ -202,7 +201,7 @@ class Pipeline:
             else:
                 outcome = _outcome(OutcomeKind.RATE_LIMITED, notification, record, started=started)
                 settled.append((record, outcome))
-        return to_deliver
+        return settled, to_deliver
 
     def _claimed_by_other(self, message_id: str, record: Record) -> bool:
         """Whether another record holding ``message_id`` is in flight here.
@@ -230,31 +229,38 @@ class Pipeline:
         if delivered:
             await self._with_backoff("dedup record", lambda: self._dedup.remember_many(delivered))
 
-    async def _deliver_batch(
-        self, items: Candidates, settled: Settled, started: float
-    ) -> Candidates:
-        """First attempts, one provider call per provider; returns what is worth a retry."""
+    async def _deliver_batch(self, items: Candidates, started: float) -> tuple[Settled, Candidates]:
+        """First attempts, one provider call per provider, concurrently.
+
+        Returns the finished outcomes and what is worth a retry.
+        """
         by_provider: dict[str, Candidates] = {}
         for record, notification in items:
             by_provider.setdefault(notification.provider, []).append((record, notification))
-        retries: Candidates = []
+        if not by_provider:
+            return [], []
         if len(by_provider) == 1:
             [(name, group)] = by_provider.items()
-            await self._first_attempt(name, group, settled, retries, started)
-        elif by_provider:
-            async with trio.open_nursery() as nursery:
-                for name, group in by_provider.items():
-                    nursery.start_soon(self._first_attempt, name, group, settled, retries, started)
-        return retries
+            return await self._first_attempt(name, group, started)
+        results: dict[str, tuple[Settled, Candidates]] = {}
+
+        async def attempt(name: str, group: Candidates) -> None:
+            results[name] = await self._first_attempt(name, group, started)
+
+        async with trio.open_nursery() as nursery:
+            for name, group in by_provider.items():
+                nursery.start_soon(attempt, name, group)
+        settled: Settled = []
+        retries: Candidates = []
+        for finished, again in results.values():
+            settled += finished
+            retries += again
+        return settled, retries
 
     async def _first_attempt(
-        self,
-        name: str,
-        group: Candidates,
-        settled: Settled,
-        retries: Candidates,
-        started: float,
-    ) -> None:
+        self, name: str, group: Candidates, started: float
+    ) -> tuple[Settled, Candidates]:
+        """One provider call for ``group``; returns its finished outcomes and its retries."""
         provider = self._providers[name]
         notifications = [n for _, n in group]
         try:
@@ -265,6 +271,8 @@ class Pipeline:
             log.exception("provider %s crashed", name)
             results = [(f"internal error: {exc!r}", True)] * len(group)
         can_retry = self._options.retry_attempts > 0
+        settled: Settled = []
+        retries: Candidates = []
         for (record, notification), failure in zip(group, results, strict=True):
             if failure is None:
                 kind, error = OutcomeKind.DELIVERED, ""
@@ -275,6 +283,7 @@ class Pipeline:
                 kind, error = OutcomeKind.FAILED, failure[0]
             outcome = _outcome(kind, notification, record, attempts=1, error=error, started=started)
             settled.append((record, outcome))
+        return settled, retries
 
     def _invalid(self, record: Record, default_id: str, exc: InvalidNotification) -> Outcome:
         reason = exc.reason if exc.field is None else f"{exc.field}: {exc.reason}"
@@ -313,8 +322,6 @@ class Pipeline:
             kind, attempts, error = OutcomeKind.FAILED, 1, f"internal error: {exc!r}"
         finally:
             self._slots.release()
-        if attempts > 1:
-            self._metrics.add_retries(attempts - 1)
         outcome = _outcome(
             kind, notification, record, attempts=attempts, error=error, started=started
         )
@@ -345,11 +352,8 @@ class Pipeline:
         for record, outcome in settled:
             if claims.get(outcome.id) is record:
                 del claims[outcome.id]
-        if self._journal is not None:
-            self._journal(outcomes)
-        self._metrics.record_outcomes(outcomes)
-        self._outcome_log.record(outcomes)
-        self._hub.publish(outcomes)
+        for sink in self._sinks:
+            sink(outcomes)
         self._settle([r for r, _ in settled])
 
     async def _with_backoff(self, what: str, call: Callable[[], Awaitable[T]]) -> T:

@@ -12,7 +12,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -21,7 +21,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from .config import Settings
+from .config import MEMORY_URL
 from .errors import BrokerUnavailable
 from .model import format_time
 
@@ -92,13 +92,13 @@ def _lines(path: str) -> Iterator[tuple[bytes | None, bytes]]:
                 yield None, line.strip()
 
 
-def run_produce(settings: Settings, options: ProduceOptions) -> int:
+def run_produce(brokers: Sequence[str], options: ProduceOptions) -> int:
     """Write the records; return how many the broker acknowledged.
 
     Raises ValueError on the embedded queue (it lives inside ``pushtrio serve``:
     use POST /send there) and BrokerUnavailable when Kafka does not take them.
     """
-    if settings.kafka_embedded:
+    if list(brokers) == [MEMORY_URL]:
         raise ValueError(
             "KAFKA_BROKERS is memory://: the embedded queue lives inside `pushtrio serve`; "
             "set KAFKA_BROKERS, or POST notifications to /send"
@@ -109,7 +109,7 @@ def run_produce(settings: Settings, options: ProduceOptions) -> int:
     total = None if options.file else options.count
     try:
         producer = KafkaProducer(
-            bootstrap_servers=list(settings.kafka_brokers),
+            bootstrap_servers=list(brokers),
             client_id="pushtrio-produce",
             linger_ms=5,
             batch_size=256 * 1024,

@@ -25,7 +25,6 @@ import trio
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
-from .config import Settings
 from .errors import BackendError, BackendMisconfigured
 
 T = TypeVar("T")
@@ -50,20 +49,22 @@ def parse_addr(addr: str) -> tuple[str, int]:
     return match["host"], int(match["port"])
 
 
-def connect(settings: Settings, *, timeout_s: float = SOCKET_TIMEOUT_S) -> redis.Redis:
-    """Build the sync client for ``settings.redis_addr``, shared across threads.
+def connect(
+    addr: str, *, password: str = "", db: int = 0, timeout_s: float = SOCKET_TIMEOUT_S
+) -> redis.Redis:
+    """Build the sync client for Redis at ``addr`` (``host:port``), shared across threads.
 
     No I/O happens here: connections are opened lazily by the first command, so
     an unreachable Redis shows up as BackendError from the first backend call (or
-    from ``check()``). Raises ValueError when the settings select the embedded
-    mode (``memory://``) or the address is malformed.
+    from ``check()``). Raises ValueError when ``addr`` is the embedded mode
+    (``memory://``) or malformed. An empty ``password`` sends none.
     """
-    host, port = parse_addr(settings.redis_addr)
+    host, port = parse_addr(addr)
     return redis.Redis(
         host=host,
         port=port,
-        db=settings.redis_db,
-        password=settings.redis_password or None,
+        db=db,
+        password=password or None,
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
         health_check_interval=HEALTH_CHECK_INTERVAL_S,
@@ -79,13 +80,13 @@ def connect(settings: Settings, *, timeout_s: float = SOCKET_TIMEOUT_S) -> redis
 
 
 @asynccontextmanager
-async def open_redis(settings: Settings) -> AsyncIterator[redis.Redis]:
+async def open_redis(addr: str, *, password: str = "", db: int = 0) -> AsyncIterator[redis.Redis]:
     """Yield :func:`connect`'s client and close its connections on exit.
 
     Closing is local (it only drops pooled sockets), so it is quick and safe to run
     even when the block is cancelled. Raises what :func:`connect` raises.
     """
-    client = connect(settings)
+    client = connect(addr, password=password, db=db)
     try:
         yield client
     finally:

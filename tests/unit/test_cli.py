@@ -14,7 +14,7 @@ import pytest
 
 from pushtrio import __version__
 from pushtrio.cli import main
-from pushtrio.config import ENVIRONMENT_VARIABLES
+from pushtrio.config import ENVIRONMENT_VARIABLES, VARIABLES
 
 
 @pytest.fixture(autouse=True)
@@ -76,12 +76,83 @@ def test_bad_setting_fails_every_command(
     value: str,
 ) -> None:
     monkeypatch.setenv(variable, value)
-    for command in (["serve"], ["produce", "-q"], ["watch"]):
+    for command in (["serve"], ["config"], ["produce", "-q"], ["watch"]):
         assert main(command) == 2
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1
         assert variable in err
         assert repr(value) in err
+
+
+def test_config_prints_every_variable_as_parsed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PORT", "0")
+    monkeypatch.setenv("WORKER_COUNT", " 4 ")
+    monkeypatch.setenv("SHUTDOWN_TIMEOUT", "90")
+    assert main(["config"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    lines = captured.out.splitlines()
+    assert [line.partition("=")[0] for line in lines] == list(ENVIRONMENT_VARIABLES)
+    shown = dict(line.split("=", 1) for line in lines)
+    assert shown["PORT"] == "0"
+    assert shown["WORKER_COUNT"] == "4"
+    assert shown["SHUTDOWN_TIMEOUT"] == "1m30s"
+    assert shown["KAFKA_BROKERS"] == "memory://"
+    assert shown["DEDUP_TTL"] == "24h"
+    assert shown["REDIS_PASSWORD"] == shown["ADMIN_TOKEN"] == ""
+
+
+def test_config_masks_the_secrets(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("REDIS_PASSWORD", "hunter2")
+    monkeypatch.setenv("ADMIN_TOKEN", "s3cret")
+    assert main(["config"]) == 0
+    out = capsys.readouterr().out
+    assert "REDIS_PASSWORD=***\n" in out
+    assert "ADMIN_TOKEN=***\n" in out
+    assert "hunter2" not in out
+    assert "s3cret" not in out
+
+
+def test_config_warns_about_a_blank_admin_token(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ADMIN_TOKEN", " ")
+    assert main(["config"]) == 0
+    captured = capsys.readouterr()
+    assert "ADMIN_TOKEN=\n" in captured.out
+    assert "ADMIN_TOKEN is set but blank" in captured.err
+
+
+def test_config_refuses_a_bad_setting_as_serve_does(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("WORKER_COUNT", "abc")
+    assert main(["serve"]) == 2
+    serve = capsys.readouterr()
+    assert main(["config"]) == 2
+    config = capsys.readouterr()
+    assert config.out == serve.out == ""
+    assert config.err == serve.err
+    assert config.err.strip() == "pushtrio: invalid setting WORKER_COUNT='abc': expected an integer"
+
+
+def test_serve_help_lists_the_variables_with_defaults_and_help(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["serve", "--help"])
+    assert caught.value.code == 0
+    out = capsys.readouterr().out
+    for variable in VARIABLES:
+        assert f"  {variable.name} (default: {variable.default_text})\n" in out
+        assert f"      {variable.help}\n" in out
+    assert "RATE_LIMIT_WINDOW (default: 1m)" in out
+    assert "PROVIDER_FCM_SUCCESS_RATE (default: PROVIDER_SUCCESS_RATE)" in out
+    assert "REDIS_PASSWORD (default: empty)" in out
 
 
 def test_produce_to_the_embedded_queue_is_refused(
@@ -111,7 +182,7 @@ def test_python_dash_m_help_lists_the_commands() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: pushtrio")
-    for command in ("serve", "produce", "watch"):
+    for command in ("serve", "config", "produce", "watch"):
         assert command in result.stdout
 
 

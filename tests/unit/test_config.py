@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
+from pathlib import Path
+
 import pytest
 
 from pushtrio.config import (
     ENVIRONMENT_VARIABLES,
     MEMORY_URL,
     PROVIDER_NAMES,
+    VARIABLES,
     Settings,
+    effective_environment,
+    format_duration,
     load_settings,
     parse_duration,
 )
 from pushtrio.errors import ConfigError
+
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 @pytest.mark.parametrize(
@@ -306,3 +315,101 @@ def test_long_durations_within_their_limits_are_taken() -> None:
     )
     assert settings.provider_latency_s == 3600.0
     assert settings.dedup_ttl_s == settings.rate_limit_window_s == 720 * 3600.0
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0.0, "0s"),
+        (0.005, "5ms"),
+        (0.00025, "250us"),
+        (parse_duration("100ns"), "100ns"),
+        (1e-7, "1e-07"),  # not a whole number of ns in floating point
+        (0.25, "250ms"),
+        (1.0, "1s"),
+        (1.5, "1.5s"),
+        (30.0, "30s"),
+        (60.0, "1m"),
+        (3601.0, "1h1s"),
+        (5400.0, "1h30m"),
+        (24 * 3600.0, "24h"),
+        (1e-10, "1e-10"),
+    ],
+)
+def test_format_duration_is_go_style_and_parses_back(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text
+    assert parse_duration(text) == seconds
+
+
+def test_each_setting_is_declared_once_in_the_table() -> None:
+    assert len(set(ENVIRONMENT_VARIABLES)) == len(ENVIRONMENT_VARIABLES) == len(VARIABLES)
+    assert all(variable.help for variable in VARIABLES)
+    assert {v.name for v in VARIABLES if v.secret} == {"REDIS_PASSWORD", "ADMIN_TOKEN"}
+    # Every field is read from a variable but the notices; the field order is the table's.
+    declared = [f.name for f in dataclasses.fields(Settings) if f.metadata]
+    assert declared == [f.name for f in dataclasses.fields(Settings) if f.name != "notices"]
+    assert ENVIRONMENT_VARIABLES[:3] == ("KAFKA_BROKERS", "KAFKA_TOPIC", "CONSUMER_GROUP")
+    assert ENVIRONMENT_VARIABLES[-1] == "MOCK_PROVIDER_JOURNAL"
+    # Still a frozen, slotted dataclass: no instance __dict__.
+    assert "__dict__" not in dir(Settings())
+    assert Settings(worker_count=3).worker_count == 3
+
+
+def test_effective_environment_round_trips_and_masks_secrets() -> None:
+    env = {
+        "KAFKA_BROKERS": " a:1, b:2 ,",
+        "RATE_LIMIT_WINDOW": "5400",
+        "RETRY_DELAY": "0.25",
+        "PROVIDER_LATENCY": "1500us",
+        "LOG_LEVEL": "WARN",
+        "PROVIDER_SUCCESS_RATE": ".5",
+        "PROVIDER_APNS_SUCCESS_RATE": "1",
+        "PROVIDER_SEED": " 7 ",
+        "REDIS_PASSWORD": " pw ",
+        "ADMIN_TOKEN": " t ",
+    }
+    shown = dict(effective_environment(env))
+    assert list(shown) == list(ENVIRONMENT_VARIABLES)
+    assert shown["KAFKA_BROKERS"] == "a:1,b:2"
+    assert shown["RATE_LIMIT_WINDOW"] == "1h30m"
+    assert shown["RETRY_DELAY"] == "250ms"
+    assert shown["PROVIDER_LATENCY"] == "1500us"
+    assert shown["LOG_LEVEL"] == "warn"
+    assert shown["PROVIDER_SUCCESS_RATE"] == shown["PROVIDER_FCM_SUCCESS_RATE"] == "0.5"
+    assert shown["PROVIDER_APNS_SUCCESS_RATE"] == "1.0"
+    assert shown["PROVIDER_SEED"] == "7"
+    assert shown["REDIS_PASSWORD"] == shown["ADMIN_TOKEN"] == "***"
+    assert shown["OUTCOME_LOG"] == ""
+    # The printed values, fed back, give the same settings (secrets aside).
+    secrets = {"REDIS_PASSWORD", "ADMIN_TOKEN"}
+    again = {name: value for name, value in shown.items() if name not in secrets}
+    assert load_settings(again) == load_settings(env).replace(redis_password="", admin_token="")
+
+
+def test_effective_environment_leaves_unset_secrets_empty() -> None:
+    shown = dict(effective_environment({"ADMIN_TOKEN": "  "}))
+    assert shown["ADMIN_TOKEN"] == shown["REDIS_PASSWORD"] == ""
+    assert shown["PROVIDER_SEED"] == ""
+    with pytest.raises(ConfigError, match="WORKER_COUNT"):
+        effective_environment({"WORKER_COUNT": "0"})
+
+
+def readme_configuration_rows() -> list[tuple[list[str], str]]:
+    """``([VARIABLE, ...], default)`` per row of the README's configuration table."""
+    section = README.read_text().split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        if not line.startswith("| `"):
+            continue
+        cells = [cell.strip() for cell in line.strip("| ").split(" | ")]
+        rows.append((re.findall(r"`([A-Z0-9_]+)`", cells[0]), cells[1].replace("`", "")))
+    return rows
+
+
+def test_readme_configuration_table_matches_the_settings_table() -> None:
+    rows = readme_configuration_rows()
+    documented = [(name, default) for names, default in rows for name in names]
+    names = [name for name, _ in documented]
+    assert len(names) == len(set(names)), "a variable is listed twice"
+    assert set(names) == set(ENVIRONMENT_VARIABLES)
+    assert dict(documented) == {v.name: v.default_text for v in VARIABLES}

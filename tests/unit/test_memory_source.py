@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 import trio.testing
 
 from pushtrio.records import Batch
+from pushtrio.source import batch_size_for, channel_capacity_for
 from pushtrio.source.memory import MemoryBroker, MemorySource
 
 TOPIC = "notifications"
@@ -48,18 +50,23 @@ async def test_broker_wakes_waiters_on_append() -> None:
             await woken.wait()
 
 
-async def test_batch_size_follows_the_queue_bound() -> None:
-    broker = MemoryBroker()
-    assert MemorySource(broker, TOPIC, max_queue_size=1).batch_size == 1
-    assert MemorySource(broker, TOPIC, max_queue_size=20).batch_size == 5
-    assert MemorySource(broker, TOPIC, max_queue_size=1000).batch_size == 250
-    assert MemorySource(broker, TOPIC, max_queue_size=10_000).batch_size == 500
+@pytest.mark.parametrize(
+    ("max_queue_size", "batch_size", "capacity"),
+    [(1, 1, 1), (3, 1, 3), (20, 5, 4), (1000, 250, 4), (1001, 250, 4), (10_000, 500, 20)],
+)
+def test_the_queue_shape_follows_the_queue_bound(
+    max_queue_size: int, batch_size: int, capacity: int
+) -> None:
+    assert batch_size_for(max_queue_size) == batch_size
+    assert channel_capacity_for(max_queue_size) == capacity
+    # A full channel of full batches holds at most MAX_QUEUE_SIZE records.
+    assert batch_size * capacity <= max_queue_size
 
 
 async def test_records_come_in_offset_order_in_batches() -> None:
     broker = MemoryBroker()
     await broker.publish_many(TOPIC, values(12))
-    source = MemorySource(broker, TOPIC, max_queue_size=20)  # batches of 5
+    source = MemorySource(broker, TOPIC, batch_size=5)
     batch_send, batch_recv = trio.open_memory_channel[Batch](100)
     received: list[Batch] = []
     async with trio.open_nursery() as nursery:
@@ -67,7 +74,6 @@ async def test_records_come_in_offset_order_in_batches() -> None:
         with trio.fail_after(5):
             while sum(map(len, received)) < 12:
                 batch = await batch_recv.receive()
-                source.taken(len(batch))
                 received.append(batch)
         assert [len(b) for b in received] == [5, 5, 2]
         records = [r for b in received for r in b]
@@ -90,44 +96,47 @@ async def test_records_come_in_offset_order_in_batches() -> None:
         assert [batch async for batch in batch_recv] == []
 
 
-async def test_queue_never_holds_more_than_its_bound(autojump_clock: trio.abc.Clock) -> None:
+async def test_a_full_channel_holds_the_source_back(autojump_clock: trio.abc.Clock) -> None:
     max_queue_size = 10
     total = 200
+    batch_size, capacity = batch_size_for(max_queue_size), channel_capacity_for(max_queue_size)
     broker = MemoryBroker()
     await broker.publish_many(TOPIC, values(total))
-    source = MemorySource(broker, TOPIC, max_queue_size=max_queue_size)
-    batch_send, batch_recv = trio.open_memory_channel[Batch](max_queue_size)
-    seen_queued: list[int] = []
+    source = MemorySource(broker, TOPIC, batch_size=batch_size)
+    batch_send, batch_recv = trio.open_memory_channel[Batch](capacity)
+    seen_batches: list[int] = []
+    seen_in_flight: list[int] = []
     consumed = 0
     async with trio.open_nursery() as nursery:
         await nursery.start(source.serve, batch_send)
         while consumed < total:
             # Let the source fill up as far as it will before each sample.
             await trio.testing.wait_all_tasks_blocked()
-            seen_queued.append(source.queued())
+            seen_batches.append(batch_recv.statistics().current_buffer_used)
+            seen_in_flight.append(source.in_flight())
             batch = await batch_recv.receive()
-            source.taken(len(batch))
             consumed += len(batch)
             await trio.sleep(1)  # a slow worker (virtual time)
             source.settle(batch)
         source.stop_intake()
-    assert max(seen_queued) <= max_queue_size
-    assert max(seen_queued) > max_queue_size // 2  # the bound was actually reached
+    assert max(seen_batches) == capacity  # the bound was reached, and held
+    # All settled before each sample: in flight = the channel's batches plus the
+    # one batch the source holds while it waits for room.
+    assert max(seen_in_flight) == capacity * batch_size + batch_size
     assert source.tracker.committed(TP) == total
-    assert source.queued() == 0
+    assert source.in_flight() == 0
     assert source.lag() == 0
 
 
 async def test_settle_out_of_order_commits_only_up_to_the_first_gap() -> None:
     broker = MemoryBroker()
     await broker.publish_many(TOPIC, values(8))
-    source = MemorySource(broker, TOPIC, max_queue_size=40)  # one batch of 8
+    source = MemorySource(broker, TOPIC, batch_size=10)  # one batch of 8
     batch_send, batch_recv = trio.open_memory_channel[Batch](10)
     async with trio.open_nursery() as nursery:
         await nursery.start(source.serve, batch_send)
         with trio.fail_after(5):
             batch = await batch_recv.receive()
-        source.taken(len(batch))
         assert source.lag() == 8
 
         source.settle([batch[i] for i in (5, 1, 0)])
@@ -145,7 +154,7 @@ async def test_settle_out_of_order_commits_only_up_to_the_first_gap() -> None:
 async def test_aclose_stops_the_feed_and_keeps_unsettled_records_uncommitted() -> None:
     broker = MemoryBroker()
     await broker.publish_many(TOPIC, values(4))
-    source = MemorySource(broker, TOPIC, max_queue_size=16)  # batches of 4
+    source = MemorySource(broker, TOPIC, batch_size=4)
     batch_send, batch_recv = trio.open_memory_channel[Batch](10)
     async with trio.open_nursery() as nursery:
         await nursery.start(source.serve, batch_send)

@@ -6,9 +6,7 @@ import orjson
 import pytest
 
 from pushtrio.dedup import MemoryDedup
-from pushtrio.events import EventHub
 from pushtrio.limiter.memory import MemoryLimiter
-from pushtrio.metrics import Metrics
 from pushtrio.model import Outcome, OutcomeKind
 from pushtrio.pipeline import DEAD_LETTER_MAX_VALUE_BYTES, Pipeline, PipelineOptions, _dead_letter
 from pushtrio.records import Record
@@ -93,10 +91,8 @@ def make_pipeline() -> Pipeline:
         dedup=MemoryDedup(1.0),
         providers={},
         dead_letters=MemoryBroker(),
-        metrics=Metrics(),
-        hub=EventHub(),
+        sinks=(),
         settle=lambda records: None,
-        taken=lambda n: None,
     )
 
 

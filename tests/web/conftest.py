@@ -23,7 +23,7 @@ from pushtrio.config import Settings
 from pushtrio.events import EventHub
 from pushtrio.limiter.memory import MemoryLimiter
 from pushtrio.metrics import Metrics
-from pushtrio.web import AppHandles
+from pushtrio.web import AppHandles, WebOptions
 
 from ..fast import fast_settings
 
@@ -120,8 +120,14 @@ def make_handles(settings: Settings | None = None, publisher: Any = None) -> App
         await trio.lowlevel.checkpoint()
         return {"status": "ok", "mode": "embedded", "components": {}}
 
+    settings = settings or web_settings()
     return AppHandles(
-        settings=settings or web_settings(),
+        options=WebOptions(
+            host=settings.host,
+            port=settings.port,
+            topic=settings.kafka_topic,
+            admin_token=settings.admin_token,
+        ),
         metrics=Metrics(),
         hub=EventHub(),
         limiter=MemoryLimiter(10, 60.0),

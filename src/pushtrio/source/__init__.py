@@ -1,9 +1,11 @@
 """Where notifications come from: Kafka (:mod:`.kafka`) or the embedded queue (:mod:`.memory`).
 
-A source hands *batches* of :class:`Record` to the workers through a bounded memory
-channel and learns, through :meth:`Source.settle`, which records have an outcome;
-it commits a partition's offset only when every earlier record of it is settled
-(see :mod:`.tracker`).
+A source hands *batches* of :class:`~pushtrio.records.Record` to the workers through
+a bounded memory channel, which alone carries the back-pressure: batches hold at most
+:func:`batch_size_for` records and the channel :func:`channel_capacity_for` batches, so
+at most MAX_QUEUE_SIZE records wait. The source learns, through :meth:`Source.settle`,
+which records have an outcome; it commits a partition's offset only when every
+earlier record of it is settled (see :mod:`.tracker`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ def batch_size_for(max_queue_size: int) -> int:
     return max(1, min(500, max_queue_size // 4))
 
 
+def channel_capacity_for(max_queue_size: int) -> int:
+    """Batches the channel buffers: at most ``max_queue_size`` records in all."""
+    return max(1, max_queue_size // batch_size_for(max_queue_size))
+
+
 class Source(Protocol):
     """A supplier of record batches with ordered, at-least-once commits."""
 
@@ -34,6 +41,9 @@ class Source(Protocol):
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Feed batches into ``batch_send`` until :meth:`stop_intake`, then close it.
+
+        A full channel is the only brake: the source waits (Kafka: pauses its
+        partitions and keeps polling) until a worker takes a batch.
 
         Keeps committing settled offsets until :meth:`aclose`; returns after the
         final commit. Cancellation leaves unsettled records uncommitted.
@@ -58,14 +68,6 @@ class Source(Protocol):
 
     async def aclose(self) -> None:
         """Commit what is settled and release the consumer; idempotent."""
-        ...
-
-    def taken(self, n: int) -> None:
-        """A worker took ``n`` records off the channel (called in trio)."""
-        ...
-
-    def queued(self) -> int:
-        """Records handed to the channel and not yet taken by a worker."""
         ...
 
     def in_flight(self) -> int:

@@ -31,7 +31,6 @@ from kafka.structs import OffsetAndMetadata
 
 from ..errors import BackendError
 from ..records import Batch, Record
-from . import batch_size_for
 from .clients import CALL_TIMEOUT_MS, new_consumer
 from .kafka_errors import DECODE_ERRORS, StuckPartitions, describe
 from .monitor import GroupMonitor
@@ -71,18 +70,14 @@ class KafkaSource:
 
     mode = "kafka"
 
-    def __init__(
-        self, brokers: Sequence[str], topic: str, group: str, *, max_queue_size: int
-    ) -> None:
+    def __init__(self, brokers: Sequence[str], topic: str, group: str, *, batch_size: int) -> None:
         self._brokers = list(brokers)
         self._topic = topic
         self._group = group
-        self.batch_size = batch_size_for(max_queue_size)
-        self._max_queued = max_queue_size
+        self.batch_size = batch_size
         self.tracker = OffsetTracker()
         self._assigned: queue.SimpleQueue[list[TopicPartition]] = queue.SimpleQueue()
         self._consumer: Any = None
-        self._queued = 0
         self.monitor = GroupMonitor(brokers, topic, group)
         self._intake_stopped = threading.Event()
         self._closing = threading.Event()
@@ -166,11 +161,9 @@ class KafkaSource:
         return consumer
 
     def _offer(self, chunks: list[Batch]) -> int:
-        """Runs in trio: put as many chunks as fit; return how many were taken."""
+        """Runs in trio: put as many chunks as the channel holds; return how many went."""
         taken = 0
         for chunk in chunks:
-            if self._queued and self._queued + len(chunk) > self._max_queued:
-                break
             # Records of a partition that moved meanwhile (stale epoch) are dropped:
             # their new owner reads them. Registering right after the send is safe:
             # this runs in trio, so no worker can settle the batch in between.
@@ -181,7 +174,6 @@ class KafkaSource:
                 except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
                     break
                 self._register(batch)
-                self._queued += len(batch)
             taken += 1
         return taken
 
@@ -198,10 +190,6 @@ class KafkaSource:
     def _register(self, batch: Batch) -> None:
         for (partition, epoch), offsets in _offsets_by_partition(batch).items():
             self.tracker.hand_out((self._topic, partition), epoch, offsets)
-
-    def taken(self, n: int) -> None:
-        """A worker took ``n`` records off the channel (called in trio)."""
-        self._queued -= n
 
     def release(self) -> None:
         """Leave the consumer group (thread-safe): the partitions go to healthy members.
@@ -225,9 +213,6 @@ class KafkaSource:
     def settle(self, records: Sequence[Record]) -> None:
         for (partition, epoch), offsets in _offsets_by_partition(records).items():
             self.tracker.settle((self._topic, partition), epoch, offsets)
-
-    def queued(self) -> int:
-        return self._queued
 
     def in_flight(self) -> int:
         return self.tracker.in_flight()

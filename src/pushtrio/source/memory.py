@@ -20,7 +20,6 @@ from typing import Any
 import trio
 
 from ..records import Batch, Headers, Message, Record
-from . import batch_size_for
 from .tracker import OffsetTracker
 
 Item = tuple[bytes | None, bytes | None, Headers, int]
@@ -118,18 +117,15 @@ class MemorySource:
 
     mode = "embedded"
 
-    def __init__(self, broker: MemoryBroker, topic: str, *, max_queue_size: int) -> None:
+    def __init__(self, broker: MemoryBroker, topic: str, *, batch_size: int) -> None:
         self._broker = broker
         self._topic = topic
-        self.batch_size = batch_size_for(max_queue_size)
-        self._max_queued = max_queue_size
+        self.batch_size = batch_size
         self.tracker = OffsetTracker()
         self._epoch = self.tracker.assign((topic, 0))
         broker.reading(topic)
         self._position = broker.start_offset(topic)
-        self._queued = 0
         self._stop = trio.Event()
-        self._room = trio.Event()
 
     async def serve(
         self,
@@ -161,12 +157,8 @@ class MemorySource:
                 )
             ]
             end = batch[-1].offset + 1
-            while self._queued and self._queued + len(batch) > self._max_queued:
-                self._room = trio.Event()
-                await self._room.wait()
             self.tracker.hand_out((topic, 0), self._epoch, range(self._position, end))
-            await batch_send.send(batch)
-            self._queued += len(batch)
+            await batch_send.send(batch)  # waits while the channel is full
             self._position = end
 
     def release(self) -> None:
@@ -190,13 +182,6 @@ class MemorySource:
         committed = committable.get((self._topic, 0))
         if committed is not None:
             self._broker.trim(self._topic, committed)
-
-    def taken(self, n: int) -> None:
-        self._queued -= n
-        self._room.set()
-
-    def queued(self) -> int:
-        return self._queued
 
     def in_flight(self) -> int:
         return self.tracker.in_flight()

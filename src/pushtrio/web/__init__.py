@@ -10,7 +10,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import Settings
 from ..events import EventHub
 from ..limiter import Limiter
 from ..metrics import Metrics
@@ -18,10 +17,23 @@ from ..records import Publisher
 
 
 @dataclass(frozen=True, slots=True)
+class WebOptions:
+    """The plain values the web layer needs (the service derives them from its settings)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    """0 binds a free port; the bound address is reported by ``serve_web``."""
+    topic: str = "notifications"
+    """Where ``POST /send`` publishes."""
+    admin_token: str = ""
+    """Bearer token for the admin endpoints; empty leaves them open."""
+
+
+@dataclass(frozen=True, slots=True)
 class AppHandles:
     """What the app may use: read-only figures, the feed, the limiter, the producer."""
 
-    settings: Settings
+    options: WebOptions
     metrics: Metrics
     hub: EventHub
     limiter: Limiter

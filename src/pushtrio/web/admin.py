@@ -97,7 +97,7 @@ def add_admin_routes(app: QuartTrio, handles: AppHandles) -> None:
         item = (parsed.user_id.encode(), value, [("source", b"http")])
         try:
             with trio.fail_after(SEND_TIMEOUT_S):
-                await handles.publisher.publish_many(handles.settings.kafka_topic, [item])
+                await handles.publisher.publish_many(handles.options.topic, [item])
         except (BackendError, trio.TooSlowError) as exc:
             return json_error(503, f"broker unavailable: {exc or 'timeout'}")
         response = jsonify(id=parsed.id, status="queued")

@@ -45,13 +45,13 @@ def create_app(handles: AppHandles) -> QuartTrio:
     app.config["BODY_TIMEOUT"] = 30
     app.json.sort_keys = False  # type: ignore[attr-defined]
     install_error_handlers(app)
-    install_auth(app, handles.settings.admin_token)
+    install_auth(app, handles.options.admin_token)
     install_early_close(app)
     add_admin_routes(app, handles)
     add_feed_route(app, handles.hub)
 
     page = dashboard_html()
-    document: dict[str, Any] = openapi_document(secured=bool(handles.settings.admin_token))
+    document: dict[str, Any] = openapi_document(secured=bool(handles.options.admin_token))
 
     @app.get("/")
     async def dashboard() -> Response:

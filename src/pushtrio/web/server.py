@@ -81,9 +81,9 @@ async def serve_web(
     FEED_SEND_TIMEOUT_S of its last progress (see the module docstring). On
     cancellation the server stops at once, with the same bound on stalled writes.
     """
-    settings = handles.settings
+    options = handles.options
     config = _StallLimitedConfig()
-    config.bind = [f"{settings.host}:{settings.port}"]
+    config.bind = [f"{options.host}:{options.port}"]
     config.accesslog = None
     config.errorlog = None
     config.graceful_timeout = GRACEFUL_TIMEOUT_S

@@ -6,17 +6,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from .config import Settings
-from .dedup import DedupStore, MemoryDedup, RedisDedup
-from .limiter import Limiter
-from .limiter.memory import MemoryLimiter
-from .limiter.redis import RedisLimiter
-from .records import Publisher
-from .redis_client import open_redis
-from .source import Source
-from .source.kafka import KafkaSource
-from .source.memory import MemoryBroker, MemorySource
-from .source.publisher import KafkaPublisher
+from ..config import Settings
+from ..dedup import DedupStore, MemoryDedup, RedisDedup
+from ..limiter import Limiter
+from ..limiter.memory import MemoryLimiter
+from ..limiter.redis import RedisLimiter
+from ..records import Publisher
+from ..redis_client import open_redis
+from ..source import Source, batch_size_for
+from ..source.kafka import KafkaSource
+from ..source.memory import MemoryBroker, MemorySource
+from ..source.publisher import KafkaPublisher
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,16 +49,17 @@ async def open_backends(settings: Settings) -> AsyncIterator[Backends]:
     """
     source: Source
     publisher: Publisher
+    batch_size = batch_size_for(settings.max_queue_size)
     if settings.kafka_embedded:
         broker = MemoryBroker()
-        source = MemorySource(broker, settings.kafka_topic, max_queue_size=settings.max_queue_size)
+        source = MemorySource(broker, settings.kafka_topic, batch_size=batch_size)
         publisher = broker
     else:
         source = KafkaSource(
             settings.kafka_brokers,
             settings.kafka_topic,
             settings.consumer_group,
-            max_queue_size=settings.max_queue_size,
+            batch_size=batch_size,
         )
         publisher = KafkaPublisher(settings.kafka_brokers, timeout_s=10.0)
     try:
@@ -68,7 +69,10 @@ async def open_backends(settings: Settings) -> AsyncIterator[Backends]:
             )
             yield Backends(source, publisher, limiter, MemoryDedup(settings.dedup_ttl_s))
         else:
-            async with open_redis(settings) as client:
+            redis_at = open_redis(
+                settings.redis_addr, password=settings.redis_password, db=settings.redis_db
+            )
+            async with redis_at as client:
                 yield Backends(
                     source,
                     publisher,

@@ -1,0 +1,60 @@
+"""The /health document: one entry per component and an overall status."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import trio
+
+from .. import __version__
+from ..errors import BackendError
+from ..providers import Provider, provider_stats
+from .backends import Backends
+from .guards import RefusalReport
+
+REDIS_CHECK_TIMEOUT_S = 2.0
+
+
+async def health_document(
+    backends: Backends,
+    *,
+    source_ready: bool,
+    redis_embedded: bool,
+    workers: Mapping[str, Any],
+    pipeline: RefusalReport | None,
+    providers: Mapping[str, Provider],
+) -> dict[str, Any]:
+    """Ask each component; ``status`` is ok, degraded (a part is down) or down (Kafka is).
+
+    ``workers`` carries the figures of the worker pool (count, queue, in flight);
+    its health comes from ``pipeline``'s last backend error.
+    """
+    source = dict(backends.source.health())
+    source["healthy"] = bool(source.get("healthy")) and source_ready
+    redis: dict[str, Any] = {"backend": "embedded" if redis_embedded else "redis"}
+    try:
+        with trio.fail_after(REDIS_CHECK_TIMEOUT_S):
+            await backends.limiter.check()
+        redis["healthy"] = True
+    except (BackendError, trio.TooSlowError) as exc:
+        redis.update(healthy=False, error=str(exc) or "timeout")
+    error = None if pipeline is None else pipeline.last_backend_error or None
+    stats = {name: provider_stats(p) for name, p in providers.items()}
+    components = {
+        "kafka": source,
+        "redis": redis,
+        "workers": {"healthy": pipeline is not None and error is None, **workers, "error": error},
+        "providers": {
+            "healthy": all(s.healthy for s in stats.values()),
+            **{name: s.to_dict() for name, s in stats.items()},
+        },
+    }
+    down = [name for name, c in components.items() if not c["healthy"]]
+    status = "ok" if not down else ("down" if "kafka" in down else "degraded")
+    return {
+        "status": status,
+        "mode": backends.source.mode,
+        "version": __version__,
+        "components": components,
+    }

@@ -1,0 +1,263 @@
+"""One running instance: start-up in dependency order, shutdown in one function.
+
+    Service.serve
+    ├── web server (Hypercorn + Quart-Trio)     started first, stopped last
+    ├── source (Kafka reader thread or embedded queue)   started last, closed in finally
+    └── drain scope (deadline SHUTDOWN_TIMEOUT once stopping)
+        ├── pipeline (workers, deliveries, settler)   started before the source reads
+        └── guard: leave the group while a backend refuses us
+
+The shape is hypercorn's ``worker_serve``: each part is started with
+``await nursery.start(...)`` and reports when it is ready; shutdown puts a deadline
+on the drain scope and the cleanup lives in ``finally`` (shielded, bounded), so a
+crash, a cancellation and a signal take the same path.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import ExitStack
+from typing import Any, BinaryIO
+
+import trio
+
+from .. import __version__
+from ..config import Settings
+from ..errors import BackendError
+from ..events import EventHub
+from ..metrics import Metrics
+from ..outcome_log import OutcomeJournal, OutcomeLogger
+from ..pipeline import OutcomeSink, Pipeline, PipelineOptions
+from ..providers import ProviderOptions, build_providers
+from ..records import Batch
+from ..source import channel_capacity_for
+from ..web import AppHandles, WebOptions
+from ..web.server import serve_web
+from .backends import Backends, open_backends
+from .guards import RETRY_MAX_S, await_backends, release_while_refused
+from .health import health_document
+
+log = logging.getLogger("pushtrio.service")
+
+CLOSE_TIMEOUT_S = 10.0
+"""Limit on the source's final commit and close, after the drain."""
+
+
+class Service:
+    """One instance; ``await nursery.start(service.serve, stop)`` to run it.
+
+    Only the service (and the CLI) read :class:`Settings`: every part below it gets
+    plain values or a small options object.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.hub = EventHub()
+        self._files = ExitStack()
+        self.providers = build_providers(
+            ProviderOptions(
+                success_rates=settings.provider_success_rates,
+                latency_s=settings.provider_latency_s,
+                seed=settings.provider_seed,
+                journal=self._open_log(settings.mock_provider_journal),
+            )
+        )
+        self.metrics = Metrics(worker_count=settings.worker_count, providers=self.providers)
+        self.backends: Backends | None = None
+        self.pipeline: Pipeline | None = None
+        self.addresses: list[str] = []
+        self._batch_recv: trio.MemoryReceiveChannel[Batch] | None = None
+        self._source_ready = False
+
+    async def serve(
+        self,
+        stop: trio.Event,
+        *,
+        task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run until ``stop`` is set, then shut down gracefully; returns when all is closed.
+
+        Reports the web server's bound addresses once the source is reading.
+        Raises OSError if the port cannot be bound, BackendMisconfigured if a
+        backend refuses us at start-up. On cancellation the same cleanup runs
+        (final commit of what is settled, files closed); unsettled records stay
+        uncommitted.
+        """
+        for notice in self.settings.notices:
+            log.warning("%s", notice)
+        try:
+            async with open_backends(self.settings) as backends:
+                self.backends = backends
+                await self._serve_with(backends, stop, task_status)
+        finally:
+            self._files.close()
+
+    async def _serve_with(
+        self, backends: Backends, stop: trio.Event, task_status: trio.TaskStatus[list[str]]
+    ) -> None:
+        settings, source = self.settings, backends.source
+        batch_send, batch_recv = trio.open_memory_channel[Batch](
+            channel_capacity_for(settings.max_queue_size)
+        )
+        self._batch_recv = batch_recv
+        pipeline = self._build_pipeline(backends)
+        web_stop = trio.Event()
+        stopping_at = 0.0
+        async with trio.open_nursery() as root:
+            self.addresses = await root.start(serve_web, self._handles(backends), web_stop)
+            try:
+                with trio.CancelScope() as drain:
+                    async with trio.open_nursery() as work:
+                        await work.start(pipeline.serve, batch_recv)
+                        if await self._start_source(root, backends, batch_send, stop):
+                            work.start_soon(
+                                release_while_refused,
+                                source,
+                                pipeline,
+                                settings.release_after_s,
+                                stop,
+                            )
+                        self._log_ready(backends)
+                        task_status.started(self.addresses)
+                        await stop.wait()
+                        # Shutdown, in order: (1) no new records; the source closes
+                        # the channel, (2) the workers drain it within the grace...
+                        stopping_at = time.monotonic()
+                        log.info("stopping: no new records; finishing in-flight work")
+                        source.stop_intake()
+                        drain.deadline = trio.current_time() + settings.shutdown_timeout_s
+                if drain.cancelled_caught:
+                    log.warning(
+                        "shutdown timeout: %d records left uncommitted (re-read on restart)",
+                        source.in_flight(),
+                    )
+            finally:
+                # ... (3) commit what is settled and close the source, (4) end the
+                # feed and the web server. Shielded: a crash or a cancellation
+                # takes this path too.
+                with trio.CancelScope(shield=True) as cleanup:
+                    cleanup.deadline = trio.current_time() + CLOSE_TIMEOUT_S
+                    await source.aclose()
+                self.hub.close()
+                web_stop.set()
+        if stopping_at:
+            log.info("stopped in %.1fs", time.monotonic() - stopping_at)
+
+    async def _start_source(
+        self,
+        root: trio.Nursery,
+        backends: Backends,
+        batch_send: trio.MemorySendChannel[Batch],
+        stop: trio.Event,
+    ) -> bool:
+        """Start the source once Redis and the broker answer; False if stopped first.
+
+        The source runs in ``root`` because it outlives the drain: it returns after
+        its final commit. When it never starts, the channel is closed here so
+        that the pipeline drains and returns.
+        """
+        probes = {"kafka": backends.publisher.check}
+        if not self.settings.redis_embedded:
+            probes["redis"] = backends.limiter.check
+        if await await_backends(probes, stop):
+            delay = 0.5
+            while not stop.is_set():
+                try:
+                    await root.start(backends.source.serve, batch_send)
+                except BackendError as exc:
+                    log.warning("source not ready, retrying in %.1fs: %s", delay, exc)
+                    with trio.move_on_after(delay):
+                        await stop.wait()
+                    delay = min(RETRY_MAX_S, delay * 2)
+                else:
+                    self._source_ready = True
+                    return True
+        await batch_send.aclose()
+        return False
+
+    def _log_ready(self, backends: Backends) -> None:
+        log.info(
+            "pushtrio %s ready on %s: %s, %d workers",
+            __version__,
+            ", ".join(self.addresses),
+            backends.describe(self.settings),
+            self.settings.worker_count,
+        )
+
+    def _open_log(self, path: str) -> BinaryIO | None:
+        if not path:
+            return None
+        # Unbuffered appends: each line reaches the OS at once and survives a kill -9.
+        return self._files.enter_context(open(path, "ab", buffering=0))
+
+    def _sinks(self) -> list[OutcomeSink]:
+        """Where settled outcomes go, in order: the journal, metrics, the log, the feed."""
+        sinks: list[OutcomeSink] = []
+        journal = self._open_log(self.settings.outcome_log)
+        if journal is not None:
+            sinks.append(OutcomeJournal(journal).record)
+        sinks += [self.metrics.record_outcomes, OutcomeLogger().record, self.hub.publish]
+        return sinks
+
+    def _build_pipeline(self, backends: Backends) -> Pipeline:
+        settings, source = self.settings, backends.source
+        self.metrics.bind_gauges(
+            queue_size=self._queued_batches, in_flight=source.in_flight, consumer_lag=source.lag
+        )
+        self.pipeline = Pipeline(
+            PipelineOptions(
+                worker_count=settings.worker_count,
+                max_in_flight=max(settings.worker_count, settings.max_queue_size),
+                retry_attempts=settings.retry_attempts,
+                retry_delay_s=settings.retry_delay_s,
+                provider_timeout_s=settings.provider_timeout_s,
+                dlq_topic=settings.dlq_topic,
+            ),
+            limiter=backends.limiter,
+            dedup=backends.dedup,
+            providers=self.providers,
+            dead_letters=backends.publisher,
+            sinks=self._sinks(),
+            settle=source.settle,
+        )
+        return self.pipeline
+
+    def _queued_batches(self) -> int:
+        """Batches waiting for a worker, as the channel itself counts them."""
+        recv = self._batch_recv
+        return 0 if recv is None else recv.statistics().current_buffer_used
+
+    def _handles(self, backends: Backends) -> AppHandles:
+        settings = self.settings
+        return AppHandles(
+            options=WebOptions(
+                host=settings.host,
+                port=settings.port,
+                topic=settings.kafka_topic,
+                admin_token=settings.admin_token,
+            ),
+            metrics=self.metrics,
+            hub=self.hub,
+            limiter=backends.limiter,
+            publisher=backends.publisher,
+            health=self.health,
+        )
+
+    async def health(self) -> dict[str, Any]:
+        """The /health document (see :func:`~pushtrio.service.health.health_document`)."""
+        assert self.backends is not None
+        settings = self.settings
+        return await health_document(
+            self.backends,
+            source_ready=self._source_ready,
+            redis_embedded=settings.redis_embedded,
+            workers={
+                "count": settings.worker_count,
+                "in_flight": self.backends.source.in_flight(),
+                "queue_size": self._queued_batches(),
+                "queue_capacity": channel_capacity_for(settings.max_queue_size),
+            },
+            pipeline=self.pipeline,
+            providers=self.providers,
+        )
