@@ -1,8 +1,9 @@
 """The pipeline end to end on the embedded backends, in process, on virtual time.
 
-A whole :class:`~pushtrio.service.Service` runs (web server on port 0 included);
-records go in through the embedded broker and outcomes are read from the event
-hub, subscribed before anything is published so no outcome can be missed.
+The pipeline runs alone (no service, no web server), fed by the embedded source;
+records go in through the embedded broker and outcomes are read from an event hub
+that is one of the pipeline's sinks, subscribed before anything is published so no
+outcome can be missed. The service's start and stop are in tests/service.
 """
 
 from __future__ import annotations
@@ -12,20 +13,23 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 import trio
 
 from pushtrio.config import Settings
-from pushtrio.events import Subscription
-from pushtrio.providers import provider_stats
+from pushtrio.dedup import MemoryDedup
+from pushtrio.events import EventHub, Subscription
+from pushtrio.limiter.memory import MemoryLimiter
+from pushtrio.metrics import Metrics
+from pushtrio.pipeline import Pipeline, PipelineOptions
+from pushtrio.providers import Provider, ProviderOptions, build_providers, provider_stats
+from pushtrio.records import Batch
+from pushtrio.source import batch_size_for, channel_capacity_for
 from pushtrio.source.memory import MemoryBroker, MemorySource
 
 from ..fast import fast_settings
-
-if TYPE_CHECKING:
-    from pushtrio.service import Service
 
 FUTURE = (datetime.now(UTC) + timedelta(days=1)).isoformat().replace("+00:00", "Z")
 PAST = (datetime.now(UTC) - timedelta(hours=1)).isoformat().replace("+00:00", "Z")
@@ -53,26 +57,15 @@ def note(message_id: str | None, user_id: str = "u1", **fields: Any) -> bytes:
 
 @dataclass
 class Running:
-    service: Service
+    settings: Settings
+    broker: MemoryBroker
+    source: MemorySource
+    metrics: Metrics
+    providers: dict[str, Provider]
     feed: Subscription
-    stop: trio.Event
-
-    @property
-    def broker(self) -> MemoryBroker:
-        assert self.service.backends is not None
-        publisher = self.service.backends.publisher
-        assert isinstance(publisher, MemoryBroker)
-        return publisher
-
-    @property
-    def source(self) -> MemorySource:
-        assert self.service.backends is not None
-        source = self.service.backends.source
-        assert isinstance(source, MemorySource)
-        return source
 
     async def publish(self, values: Sequence[bytes], key: bytes | None = b"k") -> None:
-        topic = self.service.settings.kafka_topic
+        topic = self.settings.kafka_topic
         await self.broker.publish_many(topic, [(key, value, []) for value in values])
 
     async def outcomes(self, n: int) -> list[dict[str, Any]]:
@@ -86,37 +79,66 @@ class Running:
         return events
 
     def dead_letters(self) -> list[tuple[bytes | None, bytes, list[tuple[str, bytes]], int]]:
-        return self.broker.log(self.service.settings.dlq_topic)
+        return self.broker.log(self.settings.dlq_topic)
 
 
 @asynccontextmanager
-async def run_service(**changes: Any) -> AsyncIterator[Running]:
-    """Serve a Service; on leaving the block, stop it and wait until serve returns."""
-    from pushtrio.service import Service
-
-    service = Service(settings(**changes))
-    stop = trio.Event()
-    with service.hub.subscribe(capacity=100_000) as feed:
+async def run_pipeline(**changes: Any) -> AsyncIterator[Running]:
+    """Run a pipeline fed by the embedded source; on leaving, stop intake and drain."""
+    config = settings(**changes)
+    broker = MemoryBroker()
+    source = MemorySource(
+        broker, config.kafka_topic, batch_size=batch_size_for(config.max_queue_size)
+    )
+    providers = build_providers(
+        ProviderOptions(
+            success_rates=config.provider_success_rates,
+            latency_s=config.provider_latency_s,
+            seed=config.provider_seed,
+        )
+    )
+    metrics = Metrics(worker_count=config.worker_count, providers=providers)
+    hub = EventHub()
+    pipeline = Pipeline(
+        PipelineOptions(
+            worker_count=config.worker_count,
+            max_in_flight=config.max_queue_size,
+            retry_attempts=config.retry_attempts,
+            retry_delay_s=config.retry_delay_s,
+            provider_timeout_s=config.provider_timeout_s,
+            dlq_topic=config.dlq_topic,
+        ),
+        limiter=MemoryLimiter(config.rate_limit_per_user, config.rate_limit_window_s),
+        dedup=MemoryDedup(config.dedup_ttl_s),
+        providers=providers,
+        dead_letters=broker,
+        sinks=[metrics.record_outcomes, hub.publish],
+        settle=source.settle,
+    )
+    batch_send, batch_recv = trio.open_memory_channel[Batch](
+        channel_capacity_for(config.max_queue_size)
+    )
+    with hub.subscribe(capacity=100_000) as feed:
         async with trio.open_nursery() as nursery:
-            with trio.fail_after(60):
-                await nursery.start(service.serve, stop)
-            yield Running(service, feed, stop)
-            stop.set()
+            await nursery.start(pipeline.serve, batch_recv)
+            await nursery.start(source.serve, batch_send)
+            yield Running(config, broker, source, metrics, providers, feed)
+            source.stop_intake()  # the source closes the channel; the pipeline drains
 
 
 def kinds_of(events: Sequence[dict[str, Any]]) -> Counter[str]:
     return Counter(event["event"] for event in events)
 
 
-def check_metrics_invariant(service: Service) -> dict[str, Any]:
-    snapshot = service.metrics.snapshot()
+def check_metrics_invariant(metrics: Metrics) -> dict[str, Any]:
+    snapshot = metrics.snapshot()
     assert snapshot["processed_messages"] == sum(snapshot[f"{kind}_messages"] for kind in KINDS)
     return snapshot
 
 
 async def test_rate_limit_is_exact(autojump_clock: trio.abc.Clock) -> None:
     users, per_user, limit = 50, 4, 3
-    async with run_service(rate_limit_per_user=limit) as running:
+    async with run_pipeline(rate_limit_per_user=limit) as running:
         await running.publish(
             [note(f"m-{u}-{i}", f"user-{u}") for i in range(per_user) for u in range(users)]
         )
@@ -125,7 +147,7 @@ async def test_rate_limit_is_exact(autojump_clock: trio.abc.Clock) -> None:
     per_user_delivered = Counter(e["user_id"] for e in events if e["event"] == "delivered")
     assert set(per_user_delivered.values()) == {limit}
     assert len(per_user_delivered) == users
-    snapshot = check_metrics_invariant(running.service)
+    snapshot = check_metrics_invariant(running.metrics)
     assert snapshot["delivered_messages"] == users * limit
     assert snapshot["rate_limited_messages"] == users
     assert running.dead_letters() == []
@@ -143,12 +165,12 @@ async def test_each_record_gets_one_outcome_and_bad_ones_are_dead_lettered(
         note(None, body="no id"),  # 5 delivered, with a derived id
         note("d", expires_at=FUTURE),  # 6 delivered
     ]
-    async with run_service() as running:
+    async with run_pipeline() as running:
         await running.publish(values)
         events = await running.outcomes(len(values))
         assert running.feed.pending == 0
         dead = running.dead_letters()
-        snapshot = check_metrics_invariant(running.service)
+        snapshot = check_metrics_invariant(running.metrics)
     assert kinds_of(events) == {"delivered": 3, "invalid": 2, "expired": 1, "duplicate": 1}
     by_kind: dict[str, list[dict[str, Any]]] = {}
     for event in events:
@@ -177,13 +199,13 @@ async def test_each_record_gets_one_outcome_and_bad_ones_are_dead_lettered(
 
 
 async def test_delivered_id_seen_again_later_is_a_duplicate(autojump_clock: trio.abc.Clock) -> None:
-    async with run_service() as running:
+    async with run_pipeline() as running:
         await running.publish([note("once")])
         [first] = await running.outcomes(1)
         await running.publish([note("once")])
         [second] = await running.outcomes(1)
     assert (first["event"], second["event"]) == ("delivered", "duplicate")
-    providers = running.service.providers.values()
+    providers = running.providers.values()
     assert sum(provider_stats(provider).sent for provider in providers) == 1
 
 
@@ -191,11 +213,11 @@ async def test_same_id_in_concurrent_batches_is_delivered_once(
     autojump_clock: trio.abc.Clock,
 ) -> None:
     # max_queue_size 4 -> batches of one record, so the two copies go to two workers.
-    async with run_service(max_queue_size=4, worker_count=4, provider_latency_s=0.05) as running:
+    async with run_pipeline(max_queue_size=4, worker_count=4, provider_latency_s=0.05) as running:
         await running.publish([note("retry-of-producer", provider="fcm")] * 2)
         events = await running.outcomes(2)
     assert kinds_of(events) == {"delivered": 1, "duplicate": 1}
-    assert provider_stats(running.service.providers["fcm"]).sent == 1
+    assert provider_stats(running.providers["fcm"]).sent == 1
 
 
 async def test_retries_are_counted_and_failures_dead_lettered(
@@ -203,14 +225,14 @@ async def test_retries_are_counted_and_failures_dead_lettered(
 ) -> None:
     rates = (("fcm", 0.0), ("apns", 1.0), ("firebase", 1.0))
     n = 40
-    async with run_service(
+    async with run_pipeline(
         provider_success_rates=rates, retry_attempts=2, retry_delay_s=1.0
     ) as running:
         await running.publish([note(f"f-{i}", provider="fcm") for i in range(n)])
         await running.publish([note("ok", provider="apns")])
         events = await running.outcomes(n + 1)
         dead = running.dead_letters()
-        snapshot = check_metrics_invariant(running.service)
+        snapshot = check_metrics_invariant(running.metrics)
     failed = [e for e in events if e["event"] == "failed"]
     assert kinds_of(events) == {"failed": n, "delivered": 1}
     assert all(1 <= e["attempts"] <= 3 for e in failed)
@@ -236,82 +258,11 @@ async def test_retries_are_counted_and_failures_dead_lettered(
 
 async def test_no_retries_when_retry_attempts_is_zero(autojump_clock: trio.abc.Clock) -> None:
     rates = (("fcm", 0.0), ("apns", 1.0), ("firebase", 1.0))
-    async with run_service(provider_success_rates=rates, retry_attempts=0) as running:
+    async with run_pipeline(provider_success_rates=rates, retry_attempts=0) as running:
         await running.publish([note(f"f-{i}", provider="fcm") for i in range(10)])
         events = await running.outcomes(10)
     assert {e["attempts"] for e in events} == {1}
-    assert running.service.metrics.retried_attempts == 0
-
-
-async def test_graceful_stop_drains_retries_and_commits_everything(
-    autojump_clock: trio.abc.Clock,
-) -> None:
-    rates = (("fcm", 0.5), ("apns", 1.0), ("firebase", 1.0))
-    n = 40
-    from pushtrio.service import Service
-
-    service = Service(settings(provider_success_rates=rates, retry_attempts=3, retry_delay_s=1.0))
-    stop = trio.Event()
-    with service.hub.subscribe() as feed:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(service.serve, stop)
-            running = Running(service, feed, stop)
-            await running.publish([note(f"g-{i}", provider="fcm") for i in range(n)])
-            await feed.receive()
-            # Some notifications are now waiting out their back-off.
-            processed_at_stop = service.metrics.processed
-            stop.set()
-        # serve returned: everything handed out has an outcome and is committed.
-    assert 0 < processed_at_stop < n
-    assert service.metrics.processed == n
-    assert running.source.tracker.committed(("notifications", 0)) == n
-    assert running.source.lag() == 0
-    assert service.metrics.retried_attempts > 0
-
-
-async def test_shutdown_timeout_leaves_unfinished_records_uncommitted(
-    autojump_clock: trio.abc.Clock,
-) -> None:
-    rates = (("fcm", 0.5), ("apns", 1.0), ("firebase", 1.0))
-    n = 40
-    from pushtrio.service import Service
-
-    service = Service(
-        settings(
-            provider_success_rates=rates,
-            retry_attempts=3,
-            retry_delay_s=100.0,
-            shutdown_timeout_s=1.0,
-        )
-    )
-    stop = trio.Event()
-    with service.hub.subscribe() as feed:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(service.serve, stop)
-            running = Running(service, feed, stop)
-            await running.publish([note(f"s-{i}", provider="fcm") for i in range(n)])
-            first = await feed.receive()
-            settled_ids = {first["id"]}
-            while True:
-                try:
-                    settled_ids.add(feed.receive_nowait()["id"])
-                except trio.WouldBlock:
-                    break
-            started = trio.current_time()
-            stop.set()
-    # Back-off waits (>= 15 s) outlast the 1 s shutdown timeout.
-    assert trio.current_time() - started < 15
-    assert service.metrics.processed == len(settled_ids) < n
-    settled_offsets = {int(i.removeprefix("s-")) for i in settled_ids}
-    first_unsettled = min(set(range(n)) - settled_offsets)
-    assert running.source.tracker.committed(("notifications", 0)) == first_unsettled
-
-
-async def test_web_server_reports_bound_address(autojump_clock: trio.abc.Clock) -> None:
-    async with run_service() as running:
-        [address] = running.service.addresses
-        assert address.startswith("http://127.0.0.1:")
-        assert not address.endswith(":0")
+    assert running.metrics.retried_attempts == 0
 
 
 async def test_a_dead_letter_too_big_for_the_broker_is_written_without_its_value(
@@ -321,7 +272,7 @@ async def test_a_dead_letter_too_big_for_the_broker_is_written_without_its_value
 
     huge = b"x" * (DEAD_LETTER_MAX_VALUE_BYTES + 1)
     small = b"not json"
-    async with run_service() as running:
+    async with run_pipeline() as running:
         await running.publish([huge, small])
         events = await running.outcomes(2)
         dead = running.dead_letters()
