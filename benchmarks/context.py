@@ -10,7 +10,7 @@ import redis
 from rich.progress import Progress
 
 from .kafka_io import Kafka, Record, produce_bulk
-from .serve import ServeProcess, service_env
+from .serve import MeasuredServe, service_env
 
 #: Service settings reported with each phase (paths and ports are left out).
 REPORTED_SETTINGS = (
@@ -70,7 +70,7 @@ class Bench:
 
     def start_serve(
         self, phase: str, topic: str, group: str, overrides: Mapping[str, str]
-    ) -> ServeProcess:
+    ) -> MeasuredServe:
         """Start ``pushtrio serve`` on ``topic`` with the phase's settings, then the user's."""
         env = service_env(
             kafka=self.kafka_addr,
@@ -81,7 +81,7 @@ class Bench:
             outcome_log=self.workdir / f"{phase}.outcomes.jsonl",
             overrides={**overrides, **self.serve_overrides},
         )
-        return ServeProcess(env, self.workdir / f"{phase}.serve.log")
+        return MeasuredServe(env, self.workdir / f"{phase}.serve.log")
 
 
 def reported_settings(env: Mapping[str, str]) -> dict[str, str]:

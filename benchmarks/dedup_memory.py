@@ -30,7 +30,6 @@ import math
 import os
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,8 +46,8 @@ import redis
 import trio
 from rich.console import Console
 from rich.table import Table
+from tests.support.ports import free_port
 
-from pushtrio.config import Settings
 from pushtrio.dedup import RedisDedup
 from pushtrio.dedup_layout import BucketLayout
 from pushtrio.limiter.redis import RedisLimiter
@@ -76,12 +75,6 @@ class Row:
 
 
 # -- a private redis-server -------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager
@@ -379,7 +372,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 async def measure_all(addr: str, args: argparse.Namespace, console: Console) -> list[Row]:
-    client = connect(Settings(redis_addr=addr))
+    client = connect(addr)
     try:
         ids = make_ids(args.ids, seed=1)
         rows: list[Row] = []

@@ -1,4 +1,4 @@
-"""Kafka plumbing of the harness: topics, bulk and paced producing, offsets.
+"""Kafka plumbing of the harness: topics, bulk and paced producing, committed offsets.
 
 All of it is blocking kafka-python, run from the harness's main thread.
 """
@@ -11,8 +11,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import orjson
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient
+from tests.support.kafka import kafka_producer
 
 PARTITIONS = 6
 CALL_TIMEOUT_MS = 30_000
@@ -64,23 +65,10 @@ class Kafka:
         self._admin.close()
 
 
-def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    """The end offset of each partition of ``topic``."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, client_id="pushtrio-bench-offsets")
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-        return {tp.partition: offset for tp, offset in consumer.end_offsets(partitions).items()}
-    finally:
-        consumer.close()
-
-
 def bulk_producer(bootstrap: str) -> KafkaProducer:
     """A producer tuned for writing many records fast (large batches, some linger)."""
-    return KafkaProducer(
-        bootstrap_servers=bootstrap,
-        client_id="pushtrio-bench-bulk",
-        linger_ms=20,
-        batch_size=512 * 1024,
+    return kafka_producer(
+        bootstrap, client_id="pushtrio-bench-bulk", linger_ms=20, batch_size=512 * 1024
     )
 
 
@@ -167,6 +155,4 @@ def paced_producer(bootstrap: str, linger_ms: int) -> KafkaProducer:
     ``send``) for much less CPU: kafka-python's sender thread costs most of a core
     when it sends every record on its own, and it shares the cores with the service.
     """
-    return KafkaProducer(
-        bootstrap_servers=bootstrap, client_id="pushtrio-bench-paced", linger_ms=linger_ms
-    )
+    return kafka_producer(bootstrap, client_id="pushtrio-bench-paced", linger_ms=linger_ms)

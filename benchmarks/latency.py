@@ -24,7 +24,7 @@ from .context import Bench, reported_settings
 from .cpu import CpuFigures
 from .kafka_io import Record, paced_producer, produce_paced, record_ids
 from .memory import MemoryFigures
-from .serve import BenchmarkError, OutcomeTail, ServeProcess
+from .serve import BenchmarkError, MeasuredServe, OutcomeTail
 from .stats import LatencySummary, summarise_latency
 
 WARMUP_MESSAGES = 500
@@ -60,7 +60,7 @@ class LatencyResult:
 class _Outcomes:
     """Outcome time (unix seconds) and event per id, read from the log as it grows."""
 
-    def __init__(self, serve: ServeProcess) -> None:
+    def __init__(self, serve: MeasuredServe) -> None:
         self.serve = serve
         self._tail = OutcomeTail(serve.outcome_log)
         self.ts: dict[str, float] = {}

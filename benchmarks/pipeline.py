@@ -13,12 +13,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from rich.progress import TaskID
+from tests.support.kafka import end_offsets
 
 from .context import Bench, reported_settings
 from .cpu import CpuFigures
-from .kafka_io import Record, end_offsets
+from .kafka_io import Record
 from .memory import MemoryFigures
-from .serve import BenchmarkError, OutcomeTail, ServeProcess
+from .serve import BenchmarkError, MeasuredServe, OutcomeTail
 from .stats import rate
 
 POLL_INTERVAL_S = 0.2
@@ -91,7 +92,7 @@ def run_throughput(
 
 def _wait_committed(
     bench: Bench,
-    serve: ServeProcess,
+    serve: MeasuredServe,
     group: str,
     ends: Mapping[int, int],
     task: TaskID,

@@ -1,37 +1,24 @@
-"""``pushtrio serve`` as a child process, its outcome log, and the service environment."""
+"""``pushtrio serve`` as a measured child process, its outcome log, and the service environment."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import Any, BinaryIO
+from typing import Any
 
 import orjson
+from tests.support.files import LineTail
+from tests.support.process import ServeProcess
 
 from .cpu import CpuMeter
 from .memory import RssSampler
 
-STOP_TIMEOUT_S = 20.0
 HUGE_LIMIT = 1_000_000
 
 
 class BenchmarkError(RuntimeError):
     """A phase could not be measured (the service died, a wait timed out, ...)."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def service_env(
@@ -47,7 +34,8 @@ def service_env(
     """The environment of one ``pushtrio serve``: fast, non-biting defaults, then ``overrides``.
 
     Defaults: providers at 0 ms and always successful, a limit that never bites,
-    warnings only. Phases override what they measure.
+    warnings only, and PORT=0 (the kernel picks a free port at bind time). Phases
+    override what they measure.
     """
     env = {
         "KAFKA_BROKERS": kafka,
@@ -56,7 +44,7 @@ def service_env(
         "DLQ_TOPIC": f"{topic}.dlq",
         "REDIS_ADDR": redis,
         "REDIS_DB": str(redis_db),
-        "PORT": str(free_port()),
+        "PORT": "0",
         "HOST": "127.0.0.1",
         "LOG_LEVEL": "warning",
         "OUTCOME_LOG": str(outcome_log),
@@ -70,99 +58,50 @@ def service_env(
     return env
 
 
-class ServeProcess:
-    """One ``python -m pushtrio serve`` child with an RSS sampler on it.
+class MeasuredServe(ServeProcess):
+    """One ``pushtrio serve`` child (see :class:`ServeProcess`) with RSS and CPU meters on it.
 
     The child runs in its own session, so a Ctrl-C at the terminal reaches only the
     harness, which then stops the child itself: ``stop()`` (also on ``__exit__``)
-    sends SIGTERM, waits up to STOP_TIMEOUT_S and then sends SIGKILL.
+    sends SIGTERM, waits up to STOP_TIMEOUT_S (20 s) and then sends SIGKILL. The phases do
+    not wait for its ready line: they time it from the start of the process.
     """
 
     def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
-        self.env = dict(env)
-        self.log_path = log_path
         self.outcome_log = Path(env["OUTCOME_LOG"])
-        self._log: BinaryIO = open(log_path, "ab")  # noqa: SIM115 (closed in stop)
         self.started_wall = time.time()
         self.started = time.perf_counter()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pushtrio", "serve"],
-            env={**os.environ, **env},
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        super().__init__(env, log_path, new_session=True)
         try:
             self.rss = RssSampler(self.proc.pid)
             self.cpu = CpuMeter(self.proc.pid)
         except BaseException:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-            self._log.close()
+            self.kill()
             raise
-
-    def __enter__(self) -> ServeProcess:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def check_alive(self) -> None:
         """Raise BenchmarkError (with the end of its log) if the child has exited."""
-        code = self.proc.poll()
+        code = self.returncode
         if code is not None:
             raise BenchmarkError(
                 f"pushtrio serve exited with status {code}; end of {self.log_path}:\n"
                 + self.log_tail()
             )
 
-    def log_tail(self, chars: int = 3000) -> str:
-        with contextlib.suppress(OSError):
-            return self.log_path.read_text(errors="replace")[-chars:]
-        return ""
-
     def stop(self) -> int | None:
         """Stop the child (SIGTERM, then SIGKILL); return its exit status."""
         try:
-            if self.proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout=STOP_TIMEOUT_S)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        self.proc.kill()
-                    self.proc.wait(timeout=10)
+            return super().stop()
         finally:
             self.rss.close()
-            self._log.close()
-        return self.proc.returncode
 
 
 class OutcomeTail:
     """Reads the outcome log (JSON lines) incrementally, as the service appends it."""
 
     def __init__(self, path: Path) -> None:
-        self._path = path
-        self._offset = 0
-        self._partial = b""
+        self._lines = LineTail(path)
 
     def read_new(self) -> list[dict[str, Any]]:
         """The outcomes appended since the last call (a half-written last line waits)."""
-        try:
-            with open(self._path, "rb") as stream:
-                stream.seek(self._offset)
-                chunk = stream.read()
-        except FileNotFoundError:
-            return []
-        self._offset += len(chunk)
-        data = self._partial + chunk
-        lines = data.split(b"\n")
-        self._partial = lines.pop()
-        return [orjson.loads(line) for line in lines if line.strip()]
+        return [orjson.loads(line) for line in self._lines.read_new() if line.strip()]

@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from .support.requirements import unavailable
+
 
 def pytest_configure(config: pytest.Config) -> None:
     # kafka-python 3.0 loads its protocol schemas with importlib.resources.read_text,
@@ -30,9 +32,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def _service(variable: str) -> str:
     value = os.environ.get(variable, "")
     if not value:
-        if os.environ.get("PUSHTRIO_REQUIRE_SERVICES"):
-            pytest.fail(f"{variable} is not set: start the services with scripts/services.sh")
-        pytest.skip(f"{variable} not set (run scripts/test.sh for integration tests)")
+        unavailable(f"{variable} not set (run scripts/test.sh, or start scripts/services.sh)")
     return value
 
 
@@ -52,10 +52,9 @@ def redis_addr() -> str:
 @pytest.fixture
 def redis_client(redis_addr: str) -> Iterator[Any]:
     """A pushtrio-configured redis-py client for the test Redis (closed afterwards)."""
-    from pushtrio.config import Settings
     from pushtrio.redis_client import connect
 
-    client = connect(Settings(redis_addr=redis_addr))
+    client = connect(redis_addr)
     yield client
     client.close()
 

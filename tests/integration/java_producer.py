@@ -15,19 +15,10 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-KAFKA_VERSION = "4.1.1"
+from .private_services import KAFKA_VERSION, kafka_lib
+
 SOURCE = Path(__file__).with_name("java") / "CompressedProducer.java"
 MAIN_CLASS = "CompressedProducer"
-
-
-def kafka_lib_dir() -> Path:
-    """Where scripts/services.sh keeps Apache Kafka's jars (same variables, same default)."""
-    cache = os.environ.get("PUSHTRIO_KAFKA_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
-        "pushtrio",
-        f"kafka-{KAFKA_VERSION}",
-    )
-    return Path(cache) / "lib"
 
 
 class JavaProducer:
@@ -35,7 +26,7 @@ class JavaProducer:
 
     def __init__(self, out_dir: Path, lib_dir: Path | None = None) -> None:
         self.out_dir = out_dir
-        self.lib_dir = lib_dir or kafka_lib_dir()
+        self.lib_dir = lib_dir or kafka_lib()
         self._compiled = False
         self._lock = threading.Lock()
 

@@ -27,17 +27,17 @@ import sys
 import time
 import types
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
 import redis
-from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient
 
-from .test_processes import free_port
+from ..support.files import tail
+from ..support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 KAFKA_VERSION = "4.1.1"
@@ -69,28 +69,6 @@ def time_limit(seconds: float) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-
-
-def wait_for(
-    what: str, condition: Callable[[], object], timeout_s: float, every_s: float = 0.05
-) -> float:
-    """Poll ``condition()`` until it is true; return the time it took (monotonic seconds)."""
-    started = time.monotonic()
-    deadline = started + timeout_s
-    while True:
-        if condition():
-            return time.monotonic() - started
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what}: not within {timeout_s:.0f}s")
-        time.sleep(every_s)
-
-
-def tail(path: Path, lines: int = 40) -> str:
-    try:
-        text = path.read_text(errors="replace").splitlines()
-    except OSError as exc:
-        return f"(no {path}: {exc})"
-    return "\n".join(text[-lines:])
 
 
 # -- availability ----------------------------------------------------------------------
@@ -361,6 +339,18 @@ class PrivateRedis:
     def close(self) -> None:
         self.kill()
 
+    def __enter__(self) -> PrivateRedis:
+        """Started; killed when the ``with`` block ends (or if it does not start)."""
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def client(self) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
 
@@ -368,10 +358,10 @@ class PrivateRedis:
 # -- service probes --------------------------------------------------------------------
 
 
-def get_health(port: str | int, timeout_s: float = 5.0) -> tuple[int | None, Any]:
-    """GET /health: (status code, JSON document), or (None, the error) without an answer."""
+def get_health(url: str, timeout_s: float = 5.0) -> tuple[int | None, Any]:
+    """GET ``url``/health: (status code, JSON document), or (None, the error) without an answer."""
     try:
-        response = httpx.get(f"http://127.0.0.1:{port}/health", timeout=timeout_s)
+        response = httpx.get(f"{url}/health", timeout=timeout_s)
     except httpx.HTTPError as exc:
         return None, f"{type(exc).__name__}: {exc}"
     try:
@@ -400,16 +390,3 @@ def settled_prefix(events: Iterable[dict[str, Any]]) -> dict[int, int]:
             n += 1
         prefix[partition] = n
     return prefix
-
-
-def produce_to_partitions(
-    bootstrap: str, topic: str, records: Sequence[tuple[int, bytes, bytes]]
-) -> None:
-    """Write ``(partition, key, value)`` records, each to the partition it names."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_block_ms=30_000)
-    try:
-        for partition, key, value in records:
-            producer.send(topic, key=key, value=value, partition=partition)
-        producer.flush(timeout=60)
-    finally:
-        producer.close(timeout=10)

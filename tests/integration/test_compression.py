@@ -14,12 +14,12 @@ from pathlib import Path
 
 import kafka.codec
 import pytest
-from kafka import KafkaProducer
 from kafka.record.default_records import DefaultRecordBatch
 
+from ..support.files import read_jsonl
+from ..support.kafka import notification, produce, read_all, wait_committed
+from ..support.process import ServeProcess, serve_env
 from .java_producer import JavaProducer
-from .kafka_tools import ServeProcess, notification, read_all, read_jsonl, wait_committed
-from .test_processes import serve_env
 
 pytestmark = pytest.mark.integration
 
@@ -38,20 +38,6 @@ TIMEOUT_S = 30.0
 def java_producer(tmp_path_factory: pytest.TempPathFactory) -> JavaProducer:
     """Compiled at its first use, so a run without Kafka (tests skipped) never calls javac."""
     return JavaProducer(tmp_path_factory.mktemp("java-producer"))
-
-
-def produce_compressed(
-    bootstrap: str, topic: str, codec: str, records: Iterator[tuple[bytes, bytes]]
-) -> None:
-    producer = KafkaProducer(
-        bootstrap_servers=bootstrap, compression_type=codec, linger_ms=5, max_block_ms=15_000
-    )
-    try:
-        for key, value in records:
-            producer.send(topic, key=key, value=value)
-        producer.flush(timeout=TIMEOUT_S)
-    finally:
-        producer.close(timeout=10)
 
 
 def producers_per_codec(
@@ -108,7 +94,7 @@ def test_records_of_every_codec_and_client_are_delivered(
             yield notification(message_id, f"user-{i % 10}")
 
     for codec in CODECS:
-        produce_compressed(kafka_bootstrap, topic, codec, records("python", codec))
+        produce(kafka_bootstrap, topic, records("python", codec), compression_type=codec)
     java_producer.produce(
         kafka_bootstrap,
         topic,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,12 +12,12 @@ import redis
 import trio
 
 import pushtrio.dedup
-from pushtrio.config import Settings
 from pushtrio.dedup import DedupStore, RedisDedup
 from pushtrio.dedup_layout import TARGET_IDS_PER_SET, BucketLayout, digest, shard_of
 from pushtrio.errors import BackendError
 from pushtrio.redis_client import connect, execute_many
 
+from ..support.ports import closed_port
 from .private_services import PrivateRedis
 
 pytestmark = pytest.mark.integration
@@ -288,7 +287,7 @@ async def test_empty_batches_and_lifecycle(client: redis.Redis) -> None:
 async def test_out_of_memory_refuses_records_and_look_ups(tmp_path: Path) -> None:
     private = PrivateRedis(tmp_path / "redis")
     private.start()
-    client = connect(Settings(redis_addr=private.addr))
+    client = connect(private.addr)
     try:
         store = RedisDedup(client, ttl_s=HOUR_S)
         with trio.fail_after(DEADLINE_S):
@@ -308,22 +307,20 @@ async def test_out_of_memory_refuses_records_and_look_ups(tmp_path: Path) -> Non
 
 
 async def test_unreachable_redis_is_a_backend_error() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    client = connect(Settings(redis_addr=f"127.0.0.1:{port}"))
-    store = RedisDedup(client, ttl_s=60.0)
-    try:
-        with trio.fail_after(DEADLINE_S):
-            with pytest.raises(BackendError) as caught:
-                await store.seen_many(["a"])
-            assert isinstance(caught.value.__cause__, redis.ConnectionError)
-            with pytest.raises(BackendError):
-                await store.remember_many(["a"])
-            with pytest.raises(BackendError):
-                await store.check()
-    finally:
-        client.close()
+    with closed_port() as port:
+        client = connect(f"127.0.0.1:{port}")
+        store = RedisDedup(client, ttl_s=60.0)
+        try:
+            with trio.fail_after(DEADLINE_S):
+                with pytest.raises(BackendError) as caught:
+                    await store.seen_many(["a"])
+                assert isinstance(caught.value.__cause__, redis.ConnectionError)
+                with pytest.raises(BackendError):
+                    await store.remember_many(["a"])
+                with pytest.raises(BackendError):
+                    await store.check()
+        finally:
+            client.close()
 
 
 @pytest.mark.parametrize("kwargs", [{"ttl_s": 0.0}, {"ttl_s": 1.0, "buckets_per_ttl": 0}])

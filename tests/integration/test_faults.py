@@ -24,28 +24,27 @@ import orjson
 import pytest
 from kafka.admin import NewPartitions
 
-from .kafka_tools import (
-    ServeProcess,
+from ..support.files import count_lines, read_jsonl, tail, wait_lines
+from ..support.kafka import (
     committed_offsets,
     committed_when_loaded,
     notification,
     produce,
-    read_jsonl,
+    produce_to_partitions,
     wait_committed,
 )
+from ..support.process import ServeProcess, serve_env
+from ..support.requirements import required, unavailable
+from ..support.waiting import wait_for
 from .private_services import (
     PrivateKafka,
     PrivateRedis,
     get_health,
     missing_tools,
     process_cpu_s,
-    produce_to_partitions,
     settled_prefix,
-    tail,
     time_limit,
-    wait_for,
 )
-from .test_processes import serve_env, wait_lines
 
 pytestmark = pytest.mark.integration
 
@@ -72,14 +71,11 @@ ADMITTED_BEFORE_KILL_GRACE_S = 1.0
 
 
 def _require_tools() -> None:
-    required = bool(os.environ.get("PUSHTRIO_REQUIRE_SERVICES"))
-    if not (required or os.environ.get("PUSHTRIO_TEST_KAFKA")):
+    if not (required() or os.environ.get("PUSHTRIO_TEST_KAFKA")):
         pytest.skip("integration tests run under scripts/test.sh")
     missing = missing_tools()
     if missing:
-        if required:
-            pytest.fail(f"private services need: {', '.join(missing)}")
-        pytest.skip(f"private services need: {', '.join(missing)}")
+        unavailable(f"private services need: {', '.join(missing)}")
 
 
 @pytest.fixture(scope="module")
@@ -105,12 +101,8 @@ def kafka(private_kafka: PrivateKafka) -> PrivateKafka:
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     _require_tools()
-    server = PrivateRedis(tmp_path / "redis")
-    try:
-        server.start()
+    with PrivateRedis(tmp_path / "redis") as server:
         yield server
-    finally:
-        server.close()
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -133,16 +125,12 @@ def new_topic(broker: PrivateKafka, partitions: int) -> str:
     return name
 
 
-def count_lines(path: Path) -> int:
-    return path.read_bytes().count(b"\n") if path.exists() else 0
-
-
-def watch_health(port: str, seconds: float, every_s: float = 0.5) -> list[HealthSample]:
+def watch_health(url: str, seconds: float, every_s: float = 0.5) -> list[HealthSample]:
     """Hold the current state for ``seconds``, sampling GET /health meanwhile."""
     samples = []
     end = time.monotonic() + seconds
     while (now := time.monotonic()) < end:
-        status, document = get_health(port, timeout_s=3)
+        status, document = get_health(url, timeout_s=3)
         samples.append(HealthSample(now, status, document))
         time.sleep(max(0.0, min(every_s, end - time.monotonic())))
     return samples
@@ -208,8 +196,9 @@ def final_outcome_problems(events: list[dict[str, Any]], ids: set[str]) -> list[
 
 @contextlib.contextmanager
 def serving(env: dict[str, str], log: Path) -> Iterator[ServeProcess]:
-    """``pushtrio serve`` until the block ends (then killed); its log tail on failure."""
-    with ServeProcess(env, log) as process:
+    """``pushtrio serve`` until the block ends (then stopped); its log tail on failure."""
+    stop_timeout_s = SHUTDOWN_TIMEOUT_S + SHUTDOWN_SLACK_S
+    with ServeProcess(env, log, stop_timeout_s=stop_timeout_s) as process:
         try:
             process.wait_ready()
             yield process
@@ -293,13 +282,13 @@ def fault_env(
     )
 
 
-def healthy_before_fault(port: str) -> list[str]:
+def healthy_before_fault(url: str) -> list[str]:
     """Problems: /health not 200 in steady state (then a 503 later proves nothing)."""
     deadline = time.monotonic() + 10
-    status, document = get_health(port)
+    status, document = get_health(url)
     while status != 200 and time.monotonic() < deadline:
         time.sleep(0.2)
-        status, document = get_health(port)
+        status, document = get_health(url)
     if status == 200:
         return []
     return [f"/health was {status}, not 200, before the fault: {str(document)[:600]}"]
@@ -327,17 +316,18 @@ def test_broker_down_mid_stream_recovers_on_its_own(
         n = 20_000
         produce(kafka.bootstrap, topic, (padded("b", i, 2000) for i in range(n)))
         env = fault_env(kafka, private_redis.addr, topic, tmp_path, **THROTTLED)
-        group, outcomes, port = env["CONSUMER_GROUP"], Path(env["OUTCOME_LOG"]), env["PORT"]
+        group, outcomes = env["CONSUMER_GROUP"], Path(env["OUTCOME_LOG"])
         problems: list[str] = []
 
         with serving(env, tmp_path / "serve.log") as process:
+            url = process.url
             wait_lines(outcomes, 4_000, 90)
-            problems += healthy_before_fault(port)
+            problems += healthy_before_fault(url)
             down_wall, down_at = time.time(), kafka.stop(signal.SIGKILL)
             at_stop = count_lines(outcomes)
-            samples = watch_health(port, 12)
+            samples = watch_health(url, 12)
             three_s_before_restart = count_lines(outcomes)
-            samples += watch_health(port, 3)
+            samples += watch_health(url, 3)
             back_at, at_restart = time.monotonic(), count_lines(outcomes)
             ready_at = kafka.start()
             ready_wall = time.time()
@@ -360,7 +350,7 @@ def test_broker_down_mid_stream_recovers_on_its_own(
                 )
             recovered_at = time.monotonic()
             wait_committed(kafka.bootstrap, group, topic, 90)
-            wait_for("/health 200 again", lambda: get_health(port)[0] == 200, 30)
+            wait_for(lambda: get_health(url)[0] == 200, 30, "/health 200 again")
             silence = longest_silence(read_jsonl(outcomes), ready_wall)
             print(
                 f"all committed {time.monotonic() - recovered_at:.1f}s after the first advance; "
@@ -395,15 +385,16 @@ def test_redis_killed_mid_stream_recovers_and_never_skips_the_limit(
             RATE_LIMIT_WINDOW="1h",
             **THROTTLED,
         )
-        group, outcomes, port = env["CONSUMER_GROUP"], Path(env["OUTCOME_LOG"]), env["PORT"]
+        group, outcomes = env["CONSUMER_GROUP"], Path(env["OUTCOME_LOG"])
         problems: list[str] = []
 
         with serving(env, tmp_path / "serve.log") as process:
+            url = process.url
             wait_lines(outcomes, 4_000, 90)
-            problems += healthy_before_fault(port)
+            problems += healthy_before_fault(url)
             killed_wall, down_at = time.time(), private_redis.kill()
             at_kill = count_lines(outcomes)
-            samples = watch_health(port, 10)
+            samples = watch_health(url, 10)
             back_at, back_wall = time.monotonic(), time.time()
             at_restart = count_lines(outcomes)
             ready_at = private_redis.start()
@@ -420,7 +411,7 @@ def test_redis_killed_mid_stream_recovers_and_never_skips_the_limit(
             if outcome_s is None or outcome_s > RESUME_BOUND_S:
                 problems.append(f"processing resumed {outcome_s}s after Redis answered")
             wait_committed(kafka.bootstrap, group, topic, 90)
-            wait_for("/health 200 again", lambda: get_health(port)[0] == 200, 30)
+            wait_for(lambda: get_health(url)[0] == 200, 30, "/health 200 again")
             silence = longest_silence(read_jsonl(outcomes), ready_wall)
             print(f"longest time without an outcome after Redis answered: {silence:.1f}s")
             if silence > RESUME_BOUND_S:
@@ -516,10 +507,10 @@ def test_partitions_added_while_running_are_consumed(
 
             with contextlib.suppress(AssertionError):
                 wait_for(
-                    "new partitions", lambda: outcomes_of_new() == len(new_ids), 30, every_s=0.2
+                    lambda: outcomes_of_new() == len(new_ids), 30, "new partitions", every_s=0.2
                 )
             took, got = time.monotonic() - added_at, outcomes_of_new()
-            assigned = get_health(env["PORT"])[1]["components"]["kafka"]["assigned_partitions"]
+            assigned = get_health(process.url)[1]["components"]["kafka"]["assigned_partitions"]
             print(
                 f"\npartitions 2 and 3 added at wall {added_wall:.1f}: {got} of {len(new_ids)} of "
                 f"their records had an outcome after {took:.1f}s; assigned {assigned}"
@@ -540,12 +531,13 @@ def test_topic_deleted_while_running_is_reported_without_spinning(
     with time_limit(120):
         topic = new_topic(kafka, 2)
         env = fault_env(kafka, private_redis.addr, topic, tmp_path)
-        group, log, port = env["CONSUMER_GROUP"], tmp_path / "serve.log", env["PORT"]
+        group, log = env["CONSUMER_GROUP"], tmp_path / "serve.log"
         problems: list[str] = []
         with serving(env, log) as process:
+            url = process.url
             produce(kafka.bootstrap, topic, (notification(f"d-{i}", f"u-{i}") for i in range(200)))
             wait_committed(kafka.bootstrap, group, topic, 60)
-            problems += healthy_before_fault(port)
+            problems += healthy_before_fault(url)
             admin = kafka.admin()
             try:
                 admin.delete_topics([topic])
@@ -554,16 +546,16 @@ def test_topic_deleted_while_running_is_reported_without_spinning(
             deleted_at, deleted_wall = time.monotonic(), time.time()
 
             def reported() -> bool:
-                status, document = get_health(port)
+                status, document = get_health(url)
                 return status == 503 and any(topic in e for e in error_texts(document))
 
             with contextlib.suppress(AssertionError):
-                wait_for("topic reported", reported, 30, every_s=0.5)
-            status, document = get_health(port)
+                wait_for(reported, 30, "topic reported", every_s=0.5)
+            status, document = get_health(url)
             detect_s = time.monotonic() - deleted_at
             cpu_before, cpu_from = process_cpu_s(process.proc.pid), time.monotonic()
             lines_before = len(log_records(log))
-            watch_health(port, 5, every_s=1.0)
+            watch_health(url, 5, every_s=1.0)
             cpu_share = (process_cpu_s(process.proc.pid) - cpu_before) / (
                 time.monotonic() - cpu_from
             )
@@ -615,7 +607,7 @@ def test_sigterm_while_a_backend_is_down_exits_in_time_and_commits_only_settled(
                 kafka.stop(signal.SIGTERM)
             else:
                 private_redis.kill()
-            watch_health(env["PORT"], 3)
+            watch_health(process.url, 3)
             took, status = sigterm_and_time(process)
         print(f"\nSIGTERM with the {down} down: exit {status} after {took:.1f}s")
         if down == "broker":

@@ -13,10 +13,11 @@ import pytest
 import trio
 
 from pushtrio.records import Batch, Record
+from pushtrio.source import batch_size_for, channel_capacity_for
 from pushtrio.source.clients import SESSION_TIMEOUT_MS
 from pushtrio.source.kafka import KafkaSource
 
-from .kafka_tools import (
+from ..support.kafka import (
     committed_offsets,
     end_offsets,
     group_members,
@@ -24,20 +25,19 @@ from .kafka_tools import (
     produce,
     wait_committed,
 )
+from ..support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
 POLL_S = 0.05
 MAX_QUEUE_SIZE = 50
+BATCH_SIZE = batch_size_for(MAX_QUEUE_SIZE)
+CAPACITY = channel_capacity_for(MAX_QUEUE_SIZE)
 
 
-async def wait_until(predicate: Callable[[], bool], timeout_s: float) -> None:
-    """Poll ``predicate`` until it holds; TooSlowError after ``timeout_s``."""
-    with trio.fail_after(timeout_s):
-        while True:
-            if predicate():
-                return
-            await trio.sleep(POLL_S)
+def queued(batch_recv: trio.MemoryReceiveChannel[Batch]) -> int:
+    """Batches waiting in the channel, as the channel counts them."""
+    return batch_recv.statistics().current_buffer_used
 
 
 def assigned(source: KafkaSource) -> list[int]:
@@ -63,8 +63,8 @@ async def test_cancelling_serve_ends_the_reader_and_leaves_the_group(
     group = f"group-{topic}"
     records = [notification(f"m-{i}", f"user-{i % 20}") for i in range(200)]
     await trio.to_thread.run_sync(produce, kafka_bootstrap, topic, records)
-    source = KafkaSource([kafka_bootstrap], topic, group, max_queue_size=MAX_QUEUE_SIZE)
-    batch_send, batch_recv = trio.open_memory_channel[Batch](MAX_QUEUE_SIZE)
+    source = KafkaSource([kafka_bootstrap], topic, group, batch_size=BATCH_SIZE)
+    batch_send, batch_recv = trio.open_memory_channel[Batch](CAPACITY)
     stuck: list[bool] = []
 
     cancelled = trio.Event()
@@ -76,7 +76,7 @@ async def test_cancelling_serve_ends_the_reader_and_leaves_the_group(
                     await nursery.start(source.serve, batch_send)
                 # Holding both partitions with records handed out and none settled:
                 # what a crash elsewhere in the service leaves behind.
-                await wait_until(lambda: assigned(source) == [0, 1] and source.queued() > 0, 30)
+                await wait_until(lambda: assigned(source) == [0, 1] and queued(batch_recv) > 0, 30)
             finally:
                 cancelled.set()
             nursery.cancel_scope.cancel()
@@ -87,8 +87,11 @@ async def test_cancelling_serve_ends_the_reader_and_leaves_the_group(
     state, members = await trio.to_thread.run_sync(group_members, kafka_bootstrap, group)
     assert (state, members) == ("Empty", {})
     # Nothing was settled, so no commit moved past offset 0: every record is re-read.
+    # What was handed out is committed at 0 on the way out (no commit at all would
+    # leave where the group starts again to the consumer's auto_offset_reset).
     committed = await trio.to_thread.run_sync(committed_offsets, kafka_bootstrap, group)
-    assert set(committed.values()) <= {0}, committed
+    assert committed, "nothing was committed"
+    assert set(committed.values()) == {0}, committed
 
 
 async def test_a_full_channel_holds_the_reader_back_without_losing_the_group(
@@ -101,14 +104,14 @@ async def test_a_full_channel_holds_the_reader_back_without_losing_the_group(
     await trio.to_thread.run_sync(produce, kafka_bootstrap, topic, records)
     ends = await trio.to_thread.run_sync(end_offsets, kafka_bootstrap, topic)
     assert sum(ends.values()) == total
-    source = KafkaSource([kafka_bootstrap], topic, group, max_queue_size=MAX_QUEUE_SIZE)
-    batch_send, batch_recv = trio.open_memory_channel[Batch](MAX_QUEUE_SIZE)
+    source = KafkaSource([kafka_bootstrap], topic, group, batch_size=BATCH_SIZE)
+    batch_send, batch_recv = trio.open_memory_channel[Batch](CAPACITY)
     received: list[Record] = []
 
     async with batch_recv, trio.open_nursery() as nursery:
         with trio.fail_after(30):
             await nursery.start(source.serve, batch_send)
-        await wait_until(lambda: assigned(source) == [0, 1] and source.queued() > 0, 30)
+        await wait_until(lambda: assigned(source) == [0, 1] and queued(batch_recv) > 0, 30)
         state, members = await trio.to_thread.run_sync(group_members, kafka_bootstrap, group)
         assert state == "Stable"
         [(member_id, partitions)] = members.items()
@@ -116,13 +119,15 @@ async def test_a_full_channel_holds_the_reader_back_without_losing_the_group(
 
         # Nobody reads for longer than a session time-out: the reader must stop at
         # the queue bound and keep polling (paused), so the member is never dropped.
-        most_queued = 0
+        most_in_flight = 0
         idle_until = trio.current_time() + SESSION_TIMEOUT_MS / 1000 + 2
         while trio.current_time() < idle_until:
-            most_queued = max(most_queued, source.queued())
+            most_in_flight = max(most_in_flight, source.in_flight())
             await trio.sleep(POLL_S)
-        assert 0 < most_queued <= MAX_QUEUE_SIZE
-        assert source.queued() == most_queued  # it stopped there instead of growing
+        # Nothing taken yet: what is in flight is what waits in the channel.
+        assert queued(batch_recv) == CAPACITY  # the channel filled up...
+        assert 0 < most_in_flight <= MAX_QUEUE_SIZE  # ...and held no more records than that
+        assert source.in_flight() == most_in_flight  # it stopped there instead of growing
         health = source.health()
         assert health["paused"]
         assert health["healthy"], health
@@ -132,9 +137,9 @@ async def test_a_full_channel_holds_the_reader_back_without_losing_the_group(
         # Now act as the workers: take, settle, check the bound on every batch.
         with trio.fail_after(60):
             while len(received) < total:
+                # All taken so far is settled: in flight = records in the channel.
+                assert source.in_flight() <= MAX_QUEUE_SIZE
                 batch = await batch_recv.receive()
-                assert source.queued() <= MAX_QUEUE_SIZE
-                source.taken(len(batch))
                 received.extend(batch)
                 source.settle(batch)
         source.stop_intake()

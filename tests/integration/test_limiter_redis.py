@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections import Counter
 
@@ -14,6 +13,8 @@ from pushtrio.config import Settings
 from pushtrio.errors import BackendError
 from pushtrio.limiter.redis import RedisLimiter, rate_limit_key
 from pushtrio.redis_client import connect
+
+from ..support.ports import closed_port
 
 pytestmark = pytest.mark.integration
 
@@ -28,12 +29,6 @@ def client(redis_client: redis.Redis) -> redis.Redis:
 def _server_time_us(client: redis.Redis) -> int:
     seconds, micros = client.time()
     return seconds * 1_000_000 + micros
-
-
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def test_many_users_in_one_batch_are_exact(client: redis.Redis) -> None:
@@ -133,7 +128,7 @@ async def test_message_id_in_window_is_allowed_again_without_a_second_slot(
 
 async def test_two_clients_at_once_stay_exact(redis_addr: str) -> None:
     settings = Settings(redis_addr=redis_addr)
-    clients = [connect(settings), connect(settings)]
+    clients = [connect(settings.redis_addr), connect(settings.redis_addr)]
     limit = 7
     users = [f"user-{n}" for n in range(40)]
     allowed: Counter[str] = Counter()
@@ -183,18 +178,19 @@ async def test_wrong_type_key_is_a_backend_error(client: redis.Redis) -> None:
 
 
 async def test_unreachable_redis_is_a_backend_error() -> None:
-    client = connect(Settings(redis_addr=f"127.0.0.1:{_closed_port()}"))
-    limiter = RedisLimiter(client, limit=1, window_s=60.0)
-    try:
-        with trio.fail_after(DEADLINE_S):
-            with pytest.raises(BackendError) as caught:
-                await limiter.acquire_many([(uuid.uuid4().hex, "m1")])
-            assert isinstance(caught.value.__cause__, redis.ConnectionError)
-            with pytest.raises(BackendError):
-                await limiter.status("u")
-            with pytest.raises(BackendError):
-                await limiter.reset("u")
-            with pytest.raises(BackendError):
-                await limiter.check()
-    finally:
-        client.close()
+    with closed_port() as port:
+        client = connect(f"127.0.0.1:{port}")
+        limiter = RedisLimiter(client, limit=1, window_s=60.0)
+        try:
+            with trio.fail_after(DEADLINE_S):
+                with pytest.raises(BackendError) as caught:
+                    await limiter.acquire_many([(uuid.uuid4().hex, "m1")])
+                assert isinstance(caught.value.__cause__, redis.ConnectionError)
+                with pytest.raises(BackendError):
+                    await limiter.status("u")
+                with pytest.raises(BackendError):
+                    await limiter.reset("u")
+                with pytest.raises(BackendError):
+                    await limiter.check()
+        finally:
+            client.close()

@@ -22,27 +22,20 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from kafka import KafkaProducer
 
-from .kafka_tools import (
-    ServeProcess,
+from ..support.files import read_jsonl, tail
+from ..support.kafka import (
     committed_offsets,
     end_offsets,
     group_members,
+    kafka_producer,
     notification,
-    read_jsonl,
+    produce_to_partitions,
     wait_committed,
 )
-from .private_services import (
-    PrivateRedis,
-    get_health,
-    process_cpu_s,
-    produce_to_partitions,
-    tail,
-    time_limit,
-    wait_for,
-)
-from .test_processes import serve_env
+from ..support.process import ServeProcess, serve_env
+from ..support.waiting import wait_for
+from .private_services import PrivateRedis, get_health, process_cpu_s, time_limit
 
 pytestmark = pytest.mark.integration
 
@@ -53,14 +46,16 @@ SHUTDOWN_SLACK_S = 8  # the reader thread's close grace (5 s) and process start-
 
 @contextlib.contextmanager
 def serving(env: dict[str, str], log: Path, *, ready: bool = True) -> Iterator[ServeProcess]:
-    with ServeProcess(env, log) as process:
+    """``pushtrio serve`` until the block ends (then stopped, SIGKILL after the slack)."""
+    stop_timeout_s = SHUTDOWN_TIMEOUT_S + SHUTDOWN_SLACK_S
+    with ServeProcess(env, log, stop_timeout_s=stop_timeout_s) as process:
         if ready:
             process.wait_ready()
         yield process
 
 
-def health_error(port: str) -> str:
-    status, document = get_health(port)
+def health_error(url: str) -> str:
+    status, document = get_health(url)
     if not isinstance(document, dict):
         return f"{status}: {document}"
     errors = [
@@ -71,8 +66,8 @@ def health_error(port: str) -> str:
     return f"{status} " + "; ".join(errors)
 
 
-def metrics(port: str) -> dict[str, Any]:
-    document: dict[str, Any] = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).json()
+def metrics(url: str) -> dict[str, Any]:
+    document: dict[str, Any] = httpx.get(f"{url}/metrics", timeout=5).json()
     return document
 
 
@@ -95,9 +90,7 @@ def test_undecodable_batch_stops_its_partition_visibly(
         topic = new_topic(3)
         plain = [(p, *notification(f"plain-{p}-{i}", f"u{i}")) for p in (1, 2) for i in range(50)]
         produce_to_partitions(kafka_bootstrap, topic, plain)
-        producer = KafkaProducer(
-            bootstrap_servers=kafka_bootstrap, compression_type="lz4", linger_ms=200
-        )
+        producer = kafka_producer(kafka_bootstrap, compression_type="lz4", linger_ms=200)
         for i in range(20):
             key, value = notification(f"lz4-{i}", f"u{i}")
             producer.send(topic, key=key, value=value, partition=0)
@@ -113,21 +106,21 @@ def test_undecodable_batch_stops_its_partition_visibly(
             PUSHTRIO_FAULT_NO_CODEC="lz4",
             SHUTDOWN_TIMEOUT=f"{SHUTDOWN_TIMEOUT_S}s",
         )
-        port = env["PORT"]
         log = tmp_path / "nolz4.log"
         group = env["CONSUMER_GROUP"]
         with serving(env, log) as process:
+            url = process.url
             wait_for(
-                "partitions 1 and 2 committed",
                 lambda: (
                     {p: o for p, o in committed_offsets(kafka_bootstrap, group).items() if p}
                     == {1: 50, 2: 50}
                 ),
                 60,
+                "partitions 1 and 2 committed",
             )
-            wait_for("the stop on /health", lambda: "partition 0" in health_error(port), 30)
-            status, _ = get_health(port)
-            error = health_error(port)
+            wait_for(lambda: "partition 0" in health_error(url), 30, "the stop on /health")
+            status, _ = get_health(url)
+            error = health_error(url)
             assert status == 503, error
             # kafka-python may write a first record alone, uncompressed: the stop is
             # where the first compressed batch starts, and nothing passes beyond it.
@@ -139,9 +132,9 @@ def test_undecodable_batch_stops_its_partition_visibly(
             assert len(stopped) == 1, tail(log)
             assert topic in stopped[0]
             wait_for(
-                "lag counts the stuck partition",
-                lambda: metrics(port)["consumer_lag"] == 20 - stop,
+                lambda: metrics(url)["consumer_lag"] == 20 - stop,
                 20,
+                "lag counts the stuck partition",
             )
             cpu_before = process_cpu_s(process.proc.pid)
             time.sleep(3)  # measuring CPU over a span, not synchronising
@@ -175,10 +168,10 @@ def test_sigterm_ends_a_process_whose_reader_is_stuck_in_poll(
         )
         log = tmp_path / "hang.log"
         with serving(env, log) as process:
-            wait_for("partitions assigned", lambda: log_lines(log, "partitions assigned"), 30)
+            wait_for(lambda: log_lines(log, "partitions assigned"), 30, "partitions assigned")
             flag.touch()
             hung = Path(f"{flag}.hung")
-            wait_for("the reader thread stuck in poll", hung.exists, 10)
+            wait_for(hung.exists, 10, "the reader thread stuck in poll")
             took, status = sigterm_exit_s(process)
         print(f"\nreader stuck in poll: exit {status} {took:.1f}s after SIGTERM")
         assert status == 0, tail(log)
@@ -237,7 +230,7 @@ def test_unreachable_redis_delays_the_join_until_it_answers(
         log = tmp_path / "late.log"
         try:
             with serving(env, log, ready=False) as process:
-                wait_for("two warnings", lambda: len(log_lines(log, "not answering")) >= 2, 30)
+                wait_for(lambda: len(log_lines(log, "not answering")) >= 2, 30, "two warnings")
                 assert "partitions assigned" not in log.read_text()
                 _, members = group_members(kafka_bootstrap, env["CONSUMER_GROUP"])
                 assert members == {}
@@ -273,11 +266,11 @@ def test_revoked_password_releases_partitions_to_a_healthy_instance(
                 serving(good_env, tmp_path / "good.log") as good,
             ):
                 wait_for(
-                    "both instances own partitions",
                     lambda: (
                         sum(bool(p) for p in group_members(kafka_bootstrap, group)[1].values()) == 2
                     ),
                     60,
+                    "both instances own partitions",
                 )
                 admin = redis.Redis(host="127.0.0.1", port=server.port, password="right")
                 admin.config_set("requirepass", "changed")
@@ -289,24 +282,24 @@ def test_revoked_password_releases_partitions_to_a_healthy_instance(
                     [(i % 6, *notification(f"r-{i}", f"u{i % 500}")) for i in range(n)],
                 )
                 wait_for(
-                    "the refusal on /health",
-                    lambda: "AuthenticationError" in health_error(bad_env["PORT"]),
+                    lambda: "AuthenticationError" in health_error(bad.url),
                     30,
+                    "the refusal on /health",
                 )
                 wait_for(
-                    "the bad instance left the group",
                     lambda: len(group_members(kafka_bootstrap, group)[1]) == 1,
                     30,
+                    "the bad instance left the group",
                 )
                 drained = wait_for(
-                    "committed = end",
                     lambda: (
                         committed_offsets(kafka_bootstrap, group)
                         == end_offsets(kafka_bootstrap, topic)
                     ),
                     60,
+                    "committed = end",
                 )
-                assert get_health(bad_env["PORT"])[0] == 503
+                assert get_health(bad.url)[0] == 503
                 left = log_lines(tmp_path / "bad.log", "left the consumer group")
                 assert left, tail(tmp_path / "bad.log")
                 for process in (good, bad):
@@ -339,12 +332,12 @@ def test_a_pipeline_that_stops_moving_is_reported_and_still_stops_on_sigterm(
             PROVIDER_TIMEOUT="20m",
             SHUTDOWN_TIMEOUT=f"{SHUTDOWN_TIMEOUT_S}s",
         )
-        port = env["PORT"]
         log = tmp_path / "stall.log"
         with serving(env, log) as process:
-            assert get_health(port)[0] == 200, health_error(port)
-            took = wait_for("a stall on /health", lambda: "stalled" in health_error(port), 60)
-            status, document = get_health(port)
+            url = process.url
+            assert get_health(url)[0] == 200, health_error(url)
+            took = wait_for(lambda: "stalled" in health_error(url), 60, "a stall on /health")
+            status, document = get_health(url)
             assert status == 503
             assert (
                 "partitions [0] have 5 records waiting" in document["components"]["kafka"]["error"]

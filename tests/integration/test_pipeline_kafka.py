@@ -14,7 +14,7 @@ from pushtrio.model import OutcomeKind
 from pushtrio.service import Service
 
 from ..fast import fast_settings
-from .kafka_tools import notification, produce, read_all, wait_committed
+from ..support.kafka import kafka_producer, notification, produce, read_all, wait_committed
 
 pytestmark = pytest.mark.integration
 
@@ -115,9 +115,7 @@ async def test_bad_input_gets_outcomes_and_dead_letters(
 
 
 def _produce_with_headers(bootstrap: str, topic: str) -> None:
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    producer = kafka_producer(bootstrap)
     headers = [("trace-id", b"t-1"), ("origin", b"")]
     producer.send(topic, key=b"k-bad", value=b'{"id": "own-7", "user_id": ""}', headers=headers)
     producer.send(topic, key=b"k-null", value=None, headers=[("trace-id", b"t-2")])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -12,48 +11,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .kafka_tools import ServeProcess, notification, produce, read_jsonl, wait_committed
+from ..support.files import read_jsonl, wait_lines
+from ..support.kafka import notification, produce, wait_committed
+from ..support.process import ServeProcess, serve_env
+from ..support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def serve_env(kafka: str, redis: str, topic: str, tmp: Path, name: str, **extra: str) -> dict:
-    return {
-        "KAFKA_BROKERS": kafka,
-        "KAFKA_TOPIC": topic,
-        "CONSUMER_GROUP": f"group-{topic}",
-        "DLQ_TOPIC": f"{topic}.dlq",
-        "REDIS_ADDR": redis,
-        "PORT": str(free_port()),
-        "PROVIDER_SUCCESS_RATE": "1",
-        "PROVIDER_LATENCY": "2ms",
-        "RATE_LIMIT_PER_USER": "1000",
-        "SHUTDOWN_TIMEOUT": "10s",
-        "WORKER_COUNT": "8",
-        "MAX_QUEUE_SIZE": "1000",
-        "OUTCOME_LOG": str(tmp / f"{name}-outcomes.jsonl"),
-        "MOCK_PROVIDER_JOURNAL": str(tmp / f"{name}-provider.txt"),
-        "LOG_LEVEL": "info",
-        **extra,
-    }
-
-
-def wait_lines(path: Path, n: int, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_bytes().count(b"\n") >= n:
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"{path} never reached {n} lines")
-
-
-def run_until_committed(env: dict, log: Path, kafka: str, topic: str) -> None:
+def run_until_committed(env: dict[str, str], log: Path, kafka: str, topic: str) -> None:
     """Serve until the group's commits reach the end of ``topic``, then stop with SIGTERM."""
     with ServeProcess(env, log) as process:
         process.wait_ready()
@@ -105,8 +71,8 @@ def test_kill_9_then_restart_loses_nothing(
     assert len(twice) <= int(env["MAX_QUEUE_SIZE"])
 
 
-def assigned(port: str) -> list[int]:
-    health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).json()
+def assigned(process: ServeProcess) -> list[int]:
+    health = httpx.get(f"{process.url}/health", timeout=5).json()
     return list(health["components"]["kafka"]["assigned_partitions"])
 
 
@@ -120,14 +86,12 @@ def test_two_instances_split_the_work_and_share_the_limit(
     with ServeProcess(env_a, tmp_path / "a.log") as a, ServeProcess(env_b, tmp_path / "b.log") as b:
         a.wait_ready()
         b.wait_ready()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            parts_a, parts_b = assigned(env_a["PORT"]), assigned(env_b["PORT"])
-            if parts_a and parts_b and sorted(parts_a + parts_b) == list(range(6)):
-                break
-            time.sleep(0.1)
-        else:
-            raise AssertionError("the group never settled on a split of the 6 partitions")
+
+        def split() -> bool:
+            parts_a, parts_b = assigned(a), assigned(b)
+            return bool(parts_a and parts_b and sorted(parts_a + parts_b) == list(range(6)))
+
+        wait_for(split, 60, "the group to settle on a split of the 6 partitions", every_s=0.1)
 
         n, users = 6000, 300
         records = (notification(f"s-{i}", f"user-{i % users}") for i in range(n))

@@ -12,6 +12,8 @@ from collections.abc import Callable
 import pytest
 import trio
 
+from ..support.kafka import kafka_producer
+
 pytestmark = pytest.mark.integration
 
 
@@ -42,12 +44,12 @@ async def test_redis_ping_set_get(redis_addr: str) -> None:
 
 
 def test_kafka_produce_consume_commit(kafka_bootstrap: str, new_topic: Callable[..., str]) -> None:
-    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka import KafkaConsumer, TopicPartition
 
     topic = new_topic(partitions=2, prefix="smoke")
     sent = [f"message-{i}".encode() for i in range(10)]
 
-    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, client_id="pushtrio-smoke")
+    producer = kafka_producer(kafka_bootstrap, client_id="pushtrio-smoke")
     try:
         # kafka-python 3.0 defaults: idempotent, acks=all.
         futures = [

@@ -35,7 +35,7 @@ def test_service_env_defaults_and_overrides(tmp_path: Path) -> None:
     assert env["PROVIDER_SUCCESS_RATE"] == "1"
     assert env["REDIS_DB"] == "9"
     assert env["DLQ_TOPIC"] == "t.dlq"
-    assert 0 < int(env["PORT"]) < 65536
+    assert env["PORT"] == "0"  # the kernel picks the port when serve binds
 
 
 def test_quick_defaults_and_explicit_messages() -> None:

@@ -8,7 +8,7 @@ exactly against its bounds.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pytest
 import trio
@@ -36,6 +36,19 @@ class FakeProvider:
         self.attempts.append(attempt)
         await trio.sleep(self.latency_s(attempt))
         self.handler(notification, attempt)
+
+    async def send_many(
+        self, notifications: Sequence[Notification], attempt: int
+    ) -> list[ProviderError | None]:
+        results: list[ProviderError | None] = []
+        for notification in notifications:
+            try:
+                await self.send(notification, attempt)
+            except ProviderError as exc:
+                results.append(exc)
+            else:
+                results.append(None)
+        return results
 
 
 def succeed(notification: Notification, attempt: int) -> None:

@@ -94,7 +94,7 @@ def test_a_stuck_partition_is_resumed_when_its_retry_is_due(
     import pushtrio.source.kafka_errors as module
 
     now = [1000.0]
-    monkeypatch.setattr(module.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr("pushtrio.source.kafka_errors.time.monotonic", lambda: now[0])
     stuck = StuckPartitions()
     consumer = _Consumer(_Part())
     stuck.stop(consumer, UnsupportedCodecError("x"))
@@ -106,9 +106,8 @@ def test_a_stuck_partition_is_resumed_when_its_retry_is_due(
 
 
 def _monitor(monkeypatch: pytest.MonkeyPatch, now: list[float]) -> GroupMonitor:
-    import pushtrio.source.monitor as module
 
-    monkeypatch.setattr(module.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr("pushtrio.source.monitor.time.monotonic", lambda: now[0])
     return GroupMonitor(["127.0.0.1:1"], "t", "g")
 
 

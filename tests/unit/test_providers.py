@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 import trio
 
@@ -177,6 +179,11 @@ def test_provider_stats_of_a_provider_without_counters() -> None:
 
         async def send(self, notification: Notification, attempt: int) -> None:
             return None
+
+        async def send_many(
+            self, notifications: Sequence[Notification], attempt: int
+        ) -> list[ProviderError | None]:
+            return [None] * len(notifications)
 
     assert provider_stats(Bare()) == ProviderStats(name="bare", healthy=True)
 

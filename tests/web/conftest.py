@@ -7,7 +7,7 @@ trio-websocket for the feed.
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -90,21 +90,6 @@ async def secured() -> AsyncIterator[Running]:
         yield running
 
 
-async def wait_until(
-    condition: Callable[[], bool | Awaitable[bool]], timeout_s: float = 20.0, what: str = ""
-) -> None:
-    """Poll ``condition`` (sync or async) until true; fail after ``timeout_s``."""
-    with trio.move_on_after(timeout_s):
-        while True:
-            result = condition()
-            if not isinstance(result, bool):
-                result = await result
-            if result:
-                return
-            await trio.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what or condition}")
-
-
 async def receive_json(ws: WebSocketConnection, timeout_s: float = 10.0) -> dict[str, Any]:
     with trio.fail_after(timeout_s):
         message = await ws.get_message()
@@ -178,13 +163,6 @@ async def open_feed(
             if len(group.exceptions) == 1:
                 raise group.exceptions[0] from None
             raise
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 def notification(user_id: str, **fields: Any) -> dict[str, Any]:

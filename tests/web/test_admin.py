@@ -19,7 +19,8 @@ from pushtrio.errors import BrokerUnavailable
 from pushtrio.model import MAX_RECORD_BYTES, OutcomeKind
 from pushtrio.web.server import serve_web
 
-from .conftest import Running, make_handles, notification, wait_until
+from ..support.waiting import wait_until
+from .conftest import Running, make_handles, notification
 
 OUTCOME_FIELDS = (
     "delivered_messages",

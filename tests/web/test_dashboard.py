@@ -6,12 +6,7 @@ it; playwright's sync API drives the browser from a plain (non-trio) test.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import TOKEN, free_port
+from ..support.process import ServeProcess
+from ..support.requirements import unavailable
+from ..support.waiting import wait_for
+from .conftest import TOKEN
 
 pytestmark = pytest.mark.browser
 
@@ -50,61 +48,19 @@ def _require_browser() -> Any:
     if not shutil.which(CHROMIUM):
         missing.append(f"{CHROMIUM} (apt-get install chromium)")
     if missing:
-        message = "dashboard test needs " + " and ".join(missing)
-        if os.environ.get("PUSHTRIO_REQUIRE_SERVICES"):
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("dashboard test needs " + " and ".join(missing))
     return sync_playwright
 
 
-class ServeProcess:
-    """``python -m pushtrio serve`` on a free port, embedded backends."""
-
-    def __init__(self, log_path: Path, **env: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._log = open(log_path, "wb")  # noqa: SIM115 (closed in stop)
-        self.log_path = log_path
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "pushtrio", "serve"],
-            env={
-                **os.environ,
-                "PORT": str(self.port),
-                "HOST": "127.0.0.1",
-                "KAFKA_BROKERS": "memory://",
-                "REDIS_ADDR": "memory://",
-                "PROVIDER_LATENCY": "0",
-                "PROVIDER_SUCCESS_RATE": "1",
-                "LOG_LEVEL": "warning",
-                "ADMIN_TOKEN": "",
-                **env,
-            },
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def wait_healthy(self, timeout_s: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"serve did not become healthy:\n{self.log_path.read_text()}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        self._log.close()
+EMBEDDED = {
+    "HOST": "127.0.0.1",
+    "KAFKA_BROKERS": "memory://",
+    "REDIS_ADDR": "memory://",
+    "PROVIDER_LATENCY": "0",
+    "PROVIDER_SUCCESS_RATE": "1",
+    "ADMIN_TOKEN": "",
+}
+"""``serve`` on embedded backends, fast and always successful providers, no token."""
 
 
 @pytest.fixture(scope="module")
@@ -118,10 +74,22 @@ def browser() -> Iterator[Any]:
             browser.close()
 
 
-def serve(tmp_path: Path, **env: str) -> ServeProcess:
-    server = ServeProcess(tmp_path / "serve.log", **env)
+def healthy(server: ServeProcess) -> bool:
     try:
-        server.wait_healthy()
+        return httpx.get(f"{server.url}/health", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def serve(tmp_path: Path, **env: str) -> ServeProcess:
+    """``serve`` (:data:`EMBEDDED` plus ``env``), ready and answering /health with 200."""
+    server = ServeProcess({**EMBEDDED, **env}, tmp_path / "serve.log")
+    try:
+        server.wait_ready(30)
+        try:
+            wait_for(lambda: healthy(server), 30, "serve to answer /health with 200")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; end of its log:\n{server.log_tail()}") from None
     except BaseException:
         server.stop()
         raise
@@ -247,19 +215,17 @@ def dashboard(browser: Any, tmp_path: Path) -> Iterator[Dashboard]:
     page.set_default_timeout(TIMEOUT_MS)
     opened = Dashboard(server, page)
     page.on("pageerror", lambda error: opened.errors.append(f"page error: {error}"))
-    page.on(
-        "console",
-        lambda message: (
-            message.type == "error"
-            and opened.errors.append(f"console: {message.text} at {message.location.get('url')}")
-        ),
-    )
-    page.on(
-        "response",
-        lambda response: (
-            response.status >= 400 and opened.errors.append(f"{response.status} {response.url}")
-        ),
-    )
+
+    def on_console(message: Any) -> None:
+        if message.type == "error":
+            opened.errors.append(f"console: {message.text} at {message.location.get('url')}")
+
+    def on_response(response: Any) -> None:
+        if response.status >= 400:
+            opened.errors.append(f"{response.status} {response.url}")
+
+    page.on("console", on_console)
+    page.on("response", on_response)
     try:
         page.goto(server.url + "/")
         expect(page.locator("#feed-status")).to_have_text("live")

@@ -11,7 +11,8 @@ from urllib.parse import urlsplit
 import psutil
 import trio
 
-from .conftest import TOKEN, Running, wait_until
+from ..support.waiting import wait_until
+from .conftest import TOKEN, Running
 
 
 def _request_head(path: str, length: int) -> bytes:

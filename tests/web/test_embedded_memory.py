@@ -10,7 +10,6 @@ for the full figure.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +17,8 @@ import httpx
 import psutil
 import trio
 
-from .conftest import free_port
+from ..support.process import ServeProcess
+from ..support.waiting import wait_until
 
 WARM_UP = 3_000
 MEASURED = int(os.environ.get("PUSHTRIO_MEMORY_TEST_N", "10000"))
@@ -42,10 +42,11 @@ async def send_many(base: str, prefix: str, n: int) -> None:
 
 async def wait_processed(base: str, n: int, timeout_s: float) -> None:
     async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-        with trio.fail_after(timeout_s):
-            # Polling another process's counter: there is no event to wait on.
-            while (await client.get("/metrics")).json()["processed_messages"] < n:  # noqa: ASYNC110
-                await trio.sleep(0.1)
+
+        async def processed() -> bool:
+            return bool((await client.get("/metrics")).json()["processed_messages"] >= n)
+
+        await wait_until(processed, timeout_s, f"{n} notifications processed", every_s=0.1)
 
 
 def rss_mib(pid: int) -> float:
@@ -53,47 +54,32 @@ def rss_mib(pid: int) -> float:
 
 
 async def test_embedded_mode_frees_settled_records(tmp_path: Path) -> None:
-    port = free_port()
     env = {
-        **os.environ,
-        "PORT": str(port),
         "PROVIDER_LATENCY": "0",
         "PROVIDER_SUCCESS_RATE": "1",
         "RATE_LIMIT_PER_USER": "1000000",
-        "LOG_LEVEL": "warning",
     }
-    for name in ("KAFKA_BROKERS", "REDIS_ADDR", "OUTCOME_LOG", "MOCK_PROVIDER_JOURNAL"):
-        env.pop(name, None)
-    log = (tmp_path / "serve.log").open("wb")
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "pushtrio", "serve"], env=env, stdout=log, stderr=log
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
+    unset = ("KAFKA_BROKERS", "REDIS_ADDR", "OUTCOME_LOG", "MOCK_PROVIDER_JOURNAL")
+    with ServeProcess(env, tmp_path / "serve.log", unset=unset) as process:
         with trio.fail_after(240):
-            async with httpx.AsyncClient(base_url=base, timeout=5) as client:
-                while True:
-                    try:
-                        if (await client.get("/health")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    assert process.returncode is None, (tmp_path / "serve.log").read_text()
-                    await trio.sleep(0.05)
+            base = await process.wait_ready_async(60)
+
+            async def healthy() -> bool:
+                try:
+                    async with httpx.AsyncClient(base_url=base, timeout=5) as client:
+                        return (await client.get("/health")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await wait_until(healthy, timeout_s=60, what="serve to answer /health")
             await send_many(base, "warm", WARM_UP)
             await wait_processed(base, WARM_UP, 60)
-            before = rss_mib(process.pid)
+            before = rss_mib(process.proc.pid)
             started = time.monotonic()
             await send_many(base, "load", MEASURED)
             await wait_processed(base, WARM_UP + MEASURED, 120)
             took = time.monotonic() - started
-            after = rss_mib(process.pid)
-    finally:
-        process.terminate()
-        with trio.move_on_after(30, shield=True):
-            await process.wait()
-        process.kill()
-        log.close()
+            after = rss_mib(process.proc.pid)
     print(
         f"\nembedded: RSS {before:.1f} -> {after:.1f} MiB over {MEASURED} notifications "
         f"({(after - before) * 2**20 / MEASURED:.0f} bytes each; {MEASURED / took:.0f}/s)"

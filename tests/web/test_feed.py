@@ -9,7 +9,8 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, WebSocketConnection
 
-from .conftest import Running, notification, open_feed, run_service, wait_until
+from ..support.waiting import wait_until
+from .conftest import Running, notification, open_feed, run_service
 
 FEEDS = {
     "all": "",

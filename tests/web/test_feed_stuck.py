@@ -13,13 +13,12 @@ import fcntl
 import os
 import signal
 import socket
-import subprocess
 import sys
 import termios
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import httpx
 import orjson
@@ -31,7 +30,9 @@ import pushtrio.web.server  # noqa: F401 (binds the real FEED_SEND_TIMEOUT_S bef
 from pushtrio.web import feed
 from pushtrio.web.feed import FEED_SEND_TIMEOUT_S, TOO_SLOW_CODE, TOO_SLOW_REASON
 
-from .conftest import free_port, notification, open_feed, run_service, wait_until
+from ..support.process import ServeProcess
+from ..support.waiting import wait_until
+from .conftest import notification, open_feed, run_service
 
 needs_user_timeout = pytest.mark.skipif(
     not hasattr(socket, "TCP_USER_TIMEOUT"), reason="the cut-off needs TCP_USER_TIMEOUT (Linux)"
@@ -44,53 +45,37 @@ CUT_OFF_MARGIN_S = 4.0
 STUCK_RECEIVE_BUFFER = 4096
 
 
-@pytest.fixture
-def serve_log(tmp_path: Path) -> Iterator[BinaryIO]:
-    with open(tmp_path / "serve.log", "wb") as log:
-        yield log
-
-
 @asynccontextmanager
-async def serve_process(log: BinaryIO) -> AsyncIterator[tuple[trio.Process, str]]:
-    """``python -m pushtrio serve`` on embedded backends; yields it and its base URL.
+async def serve_process(tmp_path: Path) -> AsyncIterator[ServeProcess]:
+    """``python -m pushtrio serve`` on embedded backends, yielded once it answers /health.
 
     Killed on the way out if still running.
     """
-    port = free_port()
     env = {
-        **os.environ,
         "KAFKA_BROKERS": "memory://",
         "REDIS_ADDR": "memory://",
         "HOST": "127.0.0.1",
-        "PORT": str(port),
         "SHUTDOWN_TIMEOUT": f"{SHUTDOWN_TIMEOUT_S}s",
         "RATE_LIMIT_PER_USER": "1000000",
         "PROVIDER_LATENCY": "0s",
         "PROVIDER_SUCCESS_RATE": "1",
     }
-    command = [sys.executable, "-m", "pushtrio", "serve"]
-    process = await trio.lowlevel.open_process(
-        command, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    base = f"http://127.0.0.1:{port}"
+    process = ServeProcess(env, tmp_path / "serve.log")
     try:
+        await process.wait_ready_async(30.0)
 
         async def healthy() -> bool:
-            assert process.returncode is None, "serve exited during start-up"
+            assert process.returncode is None, f"serve exited:\n{process.log_tail()}"
             try:
-                async with httpx.AsyncClient(base_url=base, timeout=2.0) as client:
+                async with httpx.AsyncClient(base_url=process.url, timeout=2.0) as client:
                     return (await client.get("/health")).status_code == 200
             except httpx.TransportError:
                 return False
 
         await wait_until(healthy, timeout_s=30.0, what="serve to answer /health")
-        yield process, base
+        yield process
     finally:
-        with trio.CancelScope(shield=True):
-            if process.returncode is None:
-                process.kill()
-            with trio.move_on_after(10):
-                await process.wait()
+        process.kill()
 
 
 async def open_stuck_feed(port: int) -> trio.socket.SocketType:
@@ -156,18 +141,18 @@ async def processed(client: httpx.AsyncClient) -> int:
 @needs_user_timeout
 @pytest.mark.parametrize("n_stuck", [1, 20])
 async def test_serve_exits_soon_after_sigterm_whatever_stuck_subscribers_do(
-    serve_log: BinaryIO, n_stuck: int
+    tmp_path: Path, n_stuck: int
 ) -> None:
     # The service drains at once here (embedded backends); the feeds' writes may
     # have stalled just before the signal, so they may need FEED_SEND_TIMEOUT_S.
     exit_within_s = SHUTDOWN_TIMEOUT_S + FEED_SEND_TIMEOUT_S + CUT_OFF_MARGIN_S
     stuck: list[trio.socket.SocketType] = []
     with trio.fail_after(60 + exit_within_s):
-        async with serve_process(serve_log) as (process, base):
+        async with serve_process(tmp_path) as process:
+            base = process.url
             try:
-                port = int(base.rsplit(":", 1)[1])
                 for _ in range(n_stuck):
-                    stuck.append(await open_stuck_feed(port))
+                    stuck.append(await open_stuck_feed(process.port))
                 # ~200 bytes a frame: 300 are more than a stuck socket and Trio's 16 KiB
                 # of unsent data take: every feed's write blocks, until it is cut off.
                 await send_notifications(base, 300)
@@ -181,12 +166,10 @@ async def test_serve_exits_soon_after_sigterm_whatever_stuck_subscribers_do(
                     lambda: all(queued_bytes(sock) > 0 for sock in stuck),
                     what="every stuck socket to hold frames",
                 )
-                process.send_signal(signal.SIGTERM)
+                process.signal(signal.SIGTERM)
                 signalled = trio.current_time()
-                with trio.move_on_after(exit_within_s):
-                    await process.wait()
+                status = await process.wait_async(exit_within_s)  # before the kill on the way out
                 took_s = trio.current_time() - signalled
-                status = process.returncode  # before the kill on the way out
             finally:
                 for sock in stuck:
                     sock.close()
@@ -214,16 +197,17 @@ async def keep_sending(base: str, sent: list[int]) -> None:
 
 @needs_user_timeout
 async def test_a_stuck_subscriber_is_cut_off_in_time_while_delivery_goes_on(
-    serve_log: BinaryIO,
+    tmp_path: Path,
 ) -> None:
     sent = [0]
     health_ms: list[float] = []
     with trio.fail_after(90):
         async with (
-            serve_process(serve_log) as (_, base),
-            httpx.AsyncClient(base_url=base, timeout=10.0) as client,
+            serve_process(tmp_path) as process,
+            httpx.AsyncClient(base_url=process.url, timeout=10.0) as client,
         ):
-            sock = await open_stuck_feed(int(base.rsplit(":", 1)[1]))
+            base = process.url
+            sock = await open_stuck_feed(process.port)
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(keep_sending, base, sent)

@@ -8,84 +8,27 @@ Kafka broker when the integration services are up.
 from __future__ import annotations
 
 import shutil
-import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-import redis
 import trio
 from trio_websocket import ConnectionClosed
 
-from .conftest import Running, free_port, notification, open_feed, run_service, wait_until
-
-
-class PrivateRedis:
-    """A redis-server of this test's own, which the test may stop and start again."""
-
-    def __init__(self, directory: Path) -> None:
-        self.port = free_port()
-        self.directory = directory
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def addr(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self, timeout_s: float = 10.0) -> None:
-        assert self.process is None
-        self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.directory),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis(port=self.port, socket_timeout=1, socket_connect_timeout=1)
-        deadline = time.monotonic() + timeout_s
-        try:
-            while True:
-                try:
-                    if client.ping():
-                        return
-                except redis.ConnectionError:
-                    if time.monotonic() > deadline or self.process.poll() is not None:
-                        raise
-                time.sleep(0.02)
-        finally:
-            client.close()
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.terminate()
-        self.process.wait(timeout=10)
-        self.process = None
+from ..integration.private_services import PrivateRedis
+from ..support.requirements import unavailable
+from ..support.waiting import wait_until
+from .conftest import Running, notification, open_feed, run_service
 
 
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
-    server = PrivateRedis(tmp_path)
-    server.start()
-    try:
+        unavailable("redis-server is not installed")
+    with PrivateRedis(tmp_path / "redis") as server:
         yield server
-    finally:
-        server.stop()
 
 
 async def health(running: Running) -> tuple[int, dict[str, Any]]:
@@ -120,7 +63,7 @@ async def check_outage_and_recovery(running: Running, server: PrivateRedis) -> N
             sent.append(f"pre-{i}")
         await wait_until(lambda: len(events) == 20, what="20 outcomes before the outage")
 
-        await trio.to_thread.run_sync(server.stop)
+        await trio.to_thread.run_sync(server.kill)
 
         async def redis_down() -> bool:
             status, document = await health(running)

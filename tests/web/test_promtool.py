@@ -7,25 +7,22 @@ when the scrape is clean. scripts/test.sh installs it when missing.
 
 from __future__ import annotations
 
-import os
 import shutil
 
-import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from pushtrio.config import PROVIDER_NAMES
 
-from .conftest import notification, run_service, wait_until
+from ..support.requirements import unavailable
+from ..support.waiting import wait_until
+from .conftest import notification, run_service
 
 
 def _require_promtool() -> str:
     promtool = shutil.which("promtool")
     if promtool is None:
-        message = "needs promtool (apt-get install prometheus)"
-        if os.environ.get("PUSHTRIO_REQUIRE_SERVICES"):
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("needs promtool (apt-get install prometheus)")
     return promtool
 
 

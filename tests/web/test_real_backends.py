@@ -10,8 +10,9 @@ import pytest
 import redis
 import trio
 
-from ..integration.kafka_tools import read_all
-from .conftest import notification, open_feed, receive_json, run_service, wait_until
+from ..support.kafka import read_all
+from ..support.waiting import wait_until
+from .conftest import notification, open_feed, receive_json, run_service
 
 pytestmark = pytest.mark.integration
 

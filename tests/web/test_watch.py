@@ -14,7 +14,9 @@ import trio
 
 from pushtrio.watch import Tally, WatchError, WatchOptions, feed_url, format_event, run_watch
 
-from .conftest import TOKEN, Running, free_port, notification, wait_until
+from ..support.ports import closed_port
+from ..support.waiting import wait_until
+from .conftest import TOKEN, Running, notification
 
 
 def test_feed_url() -> None:
@@ -230,13 +232,12 @@ async def test_the_command_fails_clearly_on_a_wrong_token(secured: Running) -> N
 
 
 async def test_watch_raises_watch_error_when_the_feed_cannot_open(secured: Running) -> None:
-    closed_port = f"ws://127.0.0.1:{free_port()}"
-    cases = [
-        (WatchOptions(url=closed_port), "cannot connect to"),
-        (WatchOptions(url=secured.ws, token="wrong"), "refused the feed: 401"),
-        (WatchOptions(url=secured.ws, token=TOKEN, events="bogus"), "refused the feed: 400"),
-    ]
-    with trio.fail_after(30):
+    with closed_port() as port, trio.fail_after(30):
+        cases = [
+            (WatchOptions(url=f"ws://127.0.0.1:{port}"), "cannot connect to"),
+            (WatchOptions(url=secured.ws, token="wrong"), "refused the feed: 401"),
+            (WatchOptions(url=secured.ws, token=TOKEN, events="bogus"), "refused the feed: 400"),
+        ]
         for options, message in cases:
             with pytest.raises(WatchError, match=message):
                 await run_watch(options, Tally())

@@ -16,7 +16,7 @@ for _codec in filter(None, os.environ.get("PUSHTRIO_FAULT_NO_CODEC", "").split("
     for _module in _MODULES[_codec]:
         sys.modules[_module] = None  # type: ignore[assignment]
 
-_hang_flag = os.environ.get("PUSHTRIO_FAULT_HANG_POLL")
+_hang_flag = os.environ.get("PUSHTRIO_FAULT_HANG_POLL", "")
 if _hang_flag:
     import warnings
 

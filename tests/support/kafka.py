@@ -1,37 +1,73 @@
-"""Blocking helpers for integration tests: produce, read back, compare committed offsets.
+"""Blocking Kafka helpers (kafka-python): produce, read back, compare offsets.
 
-Call them through ``trio.to_thread.run_sync`` from async tests.
+Call them through ``trio.to_thread.run_sync`` from async tests. Every producer of
+the tests and benchmarks comes from :func:`kafka_producer`.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterable, Mapping
-from pathlib import Path
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
 
+PRODUCER_DEFAULTS: dict[str, Any] = {"client_id": "pushtrio-tests", "max_block_ms": 30_000}
+"""kafka-python's defaults otherwise (idempotent, acks=all); a send blocks 30 s at most."""
 
-def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> int:
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, batch_size=256 * 1024)
+
+def kafka_producer(bootstrap: str, **options: Any) -> KafkaProducer:
+    """A producer on ``bootstrap``: :data:`PRODUCER_DEFAULTS`, then ``options``."""
+    return KafkaProducer(bootstrap_servers=bootstrap, **{**PRODUCER_DEFAULTS, **options})
+
+
+def produce(
+    bootstrap: str,
+    topic: str,
+    records: Iterable[tuple[bytes | None, bytes]],
+    **options: Any,
+) -> int:
+    """Write ``(key, value)`` records and wait for every acknowledgement; return the count.
+
+    ``options`` go to :func:`kafka_producer` (``compression_type="lz4"``, ...).
+    """
+    producer = kafka_producer(bootstrap, **{"linger_ms": 5, "batch_size": 256 * 1024, **options})
     n = 0
-    for key, value in records:
-        producer.send(topic, key=key, value=value)
-        n += 1
-    producer.flush(timeout=60)
-    producer.close(timeout=10)
+    try:
+        for key, value in records:
+            producer.send(topic, key=key, value=value)
+            n += 1
+        producer.flush(timeout=60)
+    finally:
+        producer.close(timeout=10)
     return n
 
 
+def produce_to_partitions(
+    bootstrap: str, topic: str, records: Sequence[tuple[int, bytes, bytes]], **options: Any
+) -> None:
+    """Write ``(partition, key, value)`` records, each to the partition it names."""
+    producer = kafka_producer(bootstrap, **{"linger_ms": 5, **options})
+    try:
+        for partition, key, value in records:
+            producer.send(topic, key=key, value=value, partition=partition)
+        producer.flush(timeout=60)
+    finally:
+        producer.close(timeout=10)
+
+
+def notification(message_id: str, user_id: str, **extra: object) -> tuple[bytes, bytes]:
+    """A ``(key, value)`` record of one valid notification, keyed by its user."""
+    document = {"id": message_id, "user_id": user_id, "title": "hello", "body": "world", **extra}
+    return user_id.encode(), orjson.dumps(document)
+
+
 def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    """The end offset of each partition of ``topic``."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, client_id="pushtrio-tests-offsets")
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
         return {tp.partition: offset for tp, offset in consumer.end_offsets(partitions).items()}
@@ -40,6 +76,7 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
 
 
 def committed_offsets(bootstrap: str, group: str) -> dict[int, int]:
+    """The group's committed offset per partition (partitions without one are absent)."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
         offsets = admin.list_group_offsets({group: None})[group]
@@ -95,12 +132,12 @@ def wait_committed(bootstrap: str, group: str, topic: str, timeout_s: float) -> 
     raise AssertionError(f"committed {committed} never reached end offsets {ends}")
 
 
-def read_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0) -> list:
+def read_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0) -> list[Any]:
     """Read ``expected`` records of ``topic`` from the beginning (fails if fewer arrive)."""
     consumer = KafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
     )
-    records: list = []
+    records: list[Any] = []
     deadline = time.monotonic() + timeout_s
     try:
         while len(records) < expected and time.monotonic() < deadline:
@@ -112,59 +149,3 @@ def read_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0)
     finally:
         consumer.close()
     return records
-
-
-def notification(message_id: str, user_id: str, **extra: object) -> tuple[bytes, bytes]:
-    document = {"id": message_id, "user_id": user_id, "title": "hello", "body": "world", **extra}
-    return user_id.encode(), orjson.dumps(document)
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
-
-
-class ServeProcess:
-    """``python -m pushtrio serve`` as a child process, the way users run it."""
-
-    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
-        self.log_path = log_path
-        self._log = open(log_path, "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pushtrio", "serve"],
-            env={**os.environ, **env},
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def __enter__(self) -> ServeProcess:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.kill()
-
-    def wait_ready(self, timeout_s: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if b" ready on " in self.log_path.read_bytes():
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"serve did not become ready:\n{self.log_path.read_text()[-3000:]}")
-
-    def signal(self, signum: int = signal.SIGTERM) -> None:
-        self.proc.send_signal(signum)
-
-    def wait(self, timeout_s: float) -> int:
-        try:
-            return self.proc.wait(timeout=timeout_s)
-        finally:
-            self._log.close()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self._log.close()
