@@ -322,11 +322,7 @@ class _Collector:
         yield per_provider
 
         for name, documentation, value in (
-            (
-                "pushtrio_queue_size",
-                "Record batches waiting for a worker (the channel between source and workers).",
-                snapshot["queue_size"],
-            ),
+            ("pushtrio_queue_size", "Messages waiting for a worker.", snapshot["queue_size"]),
             ("pushtrio_in_flight", "Messages being processed.", snapshot["in_flight"]),
             ("pushtrio_consumer_lag", "Records not yet consumed.", snapshot["consumer_lag"]),
             ("pushtrio_workers", "Worker tasks.", snapshot["worker_count"]),

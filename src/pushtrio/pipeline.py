@@ -1,12 +1,14 @@
 """The worker pipeline: every record in, exactly one outcome out.
 
-  batch_recv ─> workers (WORKER_COUNT, one batch at a time) ─────> settle_recv ─> settler
+  record_recv ─> workers (WORKER_COUNT, a batch at a time) ──────> settle_recv ─> settler
                 decode + validate, expired?, duplicate?,        ^               │
                 rate limit, first attempt: one provider call    │               ├─> sinks (metrics,
                 per provider                                    │               │   feed, logs)
                 └── transient failures ─> retry tasks ──────────┘               └─> settle (source)
 
-Workers take whole batches: one dedup look-up, one limiter round trip and one
+Workers take records in batches of up to ``batch_size`` (one worker at a time waits
+on the channel, so a batch holds all that is there, not one record per idle worker):
+one dedup look-up, one limiter round trip and one
 provider call per provider per batch (as FCM's batch send and APNs's multiplexed
 HTTP/2 streams do). A notification that fails transiently is retried in a task of
 its own (bounded by ``max_in_flight``), so back-off waits never hold up a worker.
@@ -63,6 +65,8 @@ BACKOFF_MAX_S = 5.0
 @dataclass(frozen=True, slots=True)
 class PipelineOptions:
     worker_count: int
+    batch_size: int
+    """Most records a worker takes at once."""
     max_in_flight: int
     retry_attempts: int
     retry_delay_s: float
@@ -92,6 +96,7 @@ class Pipeline:
         self._sinks = tuple(sinks)
         self._settle = settle
         self._slots = trio.Semaphore(options.max_in_flight)
+        self._taking = trio.Lock()  # one worker at a time waits on the channel
         self._claims: dict[str, Record] = {}
         self.last_backend_error = ""
         self.misconfigured_since: float | None = None
@@ -100,11 +105,11 @@ class Pipeline:
 
     async def serve(
         self,
-        batch_recv: trio.MemoryReceiveChannel[Batch],
+        record_recv: trio.MemoryReceiveChannel[Record],
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Run workers, deliveries and the settler until ``batch_recv`` is closed and drained.
+        """Run workers, deliveries and the settler until ``record_recv`` is closed and drained.
 
         Returns once every record taken has been settled. On cancellation the
         unsettled records stay uncommitted and will be read again.
@@ -112,20 +117,38 @@ class Pipeline:
         settle_send, settle_recv = trio.open_memory_channel[Settled](self._options.max_in_flight)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._run_settler, settle_recv)
-            async with settle_send, batch_recv, trio.open_nursery() as work:
+            async with settle_send, record_recv, trio.open_nursery() as work:
                 for _ in range(self._options.worker_count):
-                    work.start_soon(self._run_worker, batch_recv.clone(), settle_send, work)
+                    work.start_soon(self._run_worker, record_recv.clone(), settle_send, work)
                 task_status.started()
 
     async def _run_worker(
         self,
-        batch_recv: trio.MemoryReceiveChannel[Batch],
+        record_recv: trio.MemoryReceiveChannel[Record],
         settle_send: trio.MemorySendChannel[Settled],
         work: trio.Nursery,
     ) -> None:
-        async with batch_recv:
-            async for batch in batch_recv:
+        async with record_recv:
+            while batch := await self._take_batch(record_recv):
                 await self._process_batch(batch, settle_send, work)
+
+    async def _take_batch(self, record_recv: trio.MemoryReceiveChannel[Record]) -> Batch:
+        """Wait for a record, then take what else is there, up to ``batch_size``.
+
+        Empty once the channel is closed and drained.
+        """
+        async with self._taking:
+            try:
+                batch = [await record_recv.receive()]
+            except trio.EndOfChannel:
+                return []
+            take = record_recv.receive_nowait
+            while len(batch) < self._options.batch_size:
+                try:
+                    batch.append(take())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            return batch
 
     async def _process_batch(
         self, batch: Batch, settle_send: trio.MemorySendChannel[Settled], work: trio.Nursery

@@ -1,6 +1,6 @@
 """KafkaSource alone against the real broker: cancellation and back-pressure.
 
-No pipeline: the test is the worker, receiving batches and settling them itself.
+No pipeline: the test is the worker, receiving records and settling them itself.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import orjson
 import pytest
 import trio
 
-from pushtrio.records import Batch, Record
-from pushtrio.source import batch_size_for, channel_capacity_for
+from pushtrio.records import Record
+from pushtrio.source import batch_size_for
 from pushtrio.source.clients import SESSION_TIMEOUT_MS
 from pushtrio.source.kafka import KafkaSource
 
@@ -32,12 +32,22 @@ pytestmark = pytest.mark.integration
 POLL_S = 0.05
 MAX_QUEUE_SIZE = 50
 BATCH_SIZE = batch_size_for(MAX_QUEUE_SIZE)
-CAPACITY = channel_capacity_for(MAX_QUEUE_SIZE)
 
 
-def queued(batch_recv: trio.MemoryReceiveChannel[Batch]) -> int:
-    """Batches waiting in the channel, as the channel counts them."""
-    return batch_recv.statistics().current_buffer_used
+def queued(record_recv: trio.MemoryReceiveChannel[Record]) -> int:
+    """Records waiting in the channel, as the channel counts them."""
+    return record_recv.statistics().current_buffer_used
+
+
+async def take_batch(record_recv: trio.MemoryReceiveChannel[Record]) -> list[Record]:
+    """What a worker does: wait for a record, then take what else is there."""
+    batch = [await record_recv.receive()]
+    while len(batch) < BATCH_SIZE:
+        try:
+            batch.append(record_recv.receive_nowait())
+        except (trio.WouldBlock, trio.EndOfChannel):
+            break
+    return batch
 
 
 def assigned(source: KafkaSource) -> list[int]:
@@ -64,19 +74,19 @@ async def test_cancelling_serve_ends_the_reader_and_leaves_the_group(
     records = [notification(f"m-{i}", f"user-{i % 20}") for i in range(200)]
     await trio.to_thread.run_sync(produce, kafka_bootstrap, topic, records)
     source = KafkaSource([kafka_bootstrap], topic, group, batch_size=BATCH_SIZE)
-    batch_send, batch_recv = trio.open_memory_channel[Batch](CAPACITY)
+    record_send, record_recv = trio.open_memory_channel[Record](MAX_QUEUE_SIZE)
     stuck: list[bool] = []
 
     cancelled = trio.Event()
     async with trio.open_nursery() as outer:
         outer.start_soon(close_if_stuck, source, cancelled, 15.0, stuck)
-        async with batch_recv, trio.open_nursery() as nursery:
+        async with record_recv, trio.open_nursery() as nursery:
             try:
                 with trio.fail_after(30):
-                    await nursery.start(source.serve, batch_send)
+                    await nursery.start(source.serve, record_send)
                 # Holding both partitions with records handed out and none settled:
                 # what a crash elsewhere in the service leaves behind.
-                await wait_until(lambda: assigned(source) == [0, 1] and queued(batch_recv) > 0, 30)
+                await wait_until(lambda: assigned(source) == [0, 1] and queued(record_recv) > 0, 30)
             finally:
                 cancelled.set()
             nursery.cancel_scope.cancel()
@@ -105,13 +115,13 @@ async def test_a_full_channel_holds_the_reader_back_without_losing_the_group(
     ends = await trio.to_thread.run_sync(end_offsets, kafka_bootstrap, topic)
     assert sum(ends.values()) == total
     source = KafkaSource([kafka_bootstrap], topic, group, batch_size=BATCH_SIZE)
-    batch_send, batch_recv = trio.open_memory_channel[Batch](CAPACITY)
+    record_send, record_recv = trio.open_memory_channel[Record](MAX_QUEUE_SIZE)
     received: list[Record] = []
 
-    async with batch_recv, trio.open_nursery() as nursery:
+    async with record_recv, trio.open_nursery() as nursery:
         with trio.fail_after(30):
-            await nursery.start(source.serve, batch_send)
-        await wait_until(lambda: assigned(source) == [0, 1] and queued(batch_recv) > 0, 30)
+            await nursery.start(source.serve, record_send)
+        await wait_until(lambda: assigned(source) == [0, 1] and queued(record_recv) > 0, 30)
         state, members = await trio.to_thread.run_sync(group_members, kafka_bootstrap, group)
         assert state == "Stable"
         [(member_id, partitions)] = members.items()
@@ -125,8 +135,8 @@ async def test_a_full_channel_holds_the_reader_back_without_losing_the_group(
             most_in_flight = max(most_in_flight, source.in_flight())
             await trio.sleep(POLL_S)
         # Nothing taken yet: what is in flight is what waits in the channel.
-        assert queued(batch_recv) == CAPACITY  # the channel filled up...
-        assert 0 < most_in_flight <= MAX_QUEUE_SIZE  # ...and held no more records than that
+        assert queued(record_recv) == MAX_QUEUE_SIZE  # the channel filled up...
+        assert most_in_flight == MAX_QUEUE_SIZE  # ...and nothing more was handed out
         assert source.in_flight() == most_in_flight  # it stopped there instead of growing
         health = source.health()
         assert health["paused"]
@@ -138,13 +148,13 @@ async def test_a_full_channel_holds_the_reader_back_without_losing_the_group(
         with trio.fail_after(60):
             while len(received) < total:
                 # All taken so far is settled: in flight = records in the channel.
-                assert source.in_flight() <= MAX_QUEUE_SIZE
-                batch = await batch_recv.receive()
+                assert source.in_flight() == queued(record_recv) <= MAX_QUEUE_SIZE
+                batch = await take_batch(record_recv)
                 received.extend(batch)
                 source.settle(batch)
         source.stop_intake()
         with trio.fail_after(30):
-            extra = [record async for batch in batch_recv for record in batch]
+            extra = [record async for record in record_recv]
         assert extra == []
         await source.aclose()
 

@@ -1,4 +1,4 @@
-"""The embedded queue: MemoryBroker topics and MemorySource batches, bound, commits."""
+"""The embedded queue: MemoryBroker topics and MemorySource records, bound, commits."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 import trio
 import trio.testing
 
-from pushtrio.records import Batch
-from pushtrio.source import batch_size_for, channel_capacity_for
+from pushtrio.records import Record
+from pushtrio.source import batch_size_for
 from pushtrio.source.memory import MemoryBroker, MemorySource
 
 TOPIC = "notifications"
@@ -51,32 +51,24 @@ async def test_broker_wakes_waiters_on_append() -> None:
 
 
 @pytest.mark.parametrize(
-    ("max_queue_size", "batch_size", "capacity"),
-    [(1, 1, 1), (3, 1, 3), (20, 5, 4), (1000, 250, 4), (1001, 250, 4), (10_000, 500, 20)],
+    ("max_queue_size", "batch_size"),
+    [(1, 1), (3, 1), (20, 5), (1000, 250), (1001, 250), (10_000, 500)],
 )
-def test_the_queue_shape_follows_the_queue_bound(
-    max_queue_size: int, batch_size: int, capacity: int
-) -> None:
+def test_the_batch_size_follows_the_queue_bound(max_queue_size: int, batch_size: int) -> None:
     assert batch_size_for(max_queue_size) == batch_size
-    assert channel_capacity_for(max_queue_size) == capacity
-    # A full channel of full batches holds at most MAX_QUEUE_SIZE records.
-    assert batch_size * capacity <= max_queue_size
 
 
-async def test_records_come_in_offset_order_in_batches() -> None:
+async def test_records_come_in_offset_order() -> None:
     broker = MemoryBroker()
     await broker.publish_many(TOPIC, values(12))
     source = MemorySource(broker, TOPIC, batch_size=5)
-    batch_send, batch_recv = trio.open_memory_channel[Batch](100)
-    received: list[Batch] = []
+    record_send, record_recv = trio.open_memory_channel[Record](100)
+    records: list[Record] = []
     async with trio.open_nursery() as nursery:
-        await nursery.start(source.serve, batch_send)
+        await nursery.start(source.serve, record_send)
         with trio.fail_after(5):
-            while sum(map(len, received)) < 12:
-                batch = await batch_recv.receive()
-                received.append(batch)
-        assert [len(b) for b in received] == [5, 5, 2]
-        records = [r for b in received for r in b]
+            while len(records) < 12:
+                records.append(await record_recv.receive())
         assert [r.offset for r in records] == list(range(12))
         assert [r.value for r in records] == [f"v{i}".encode() for i in range(12)]
         assert [r.key for r in records] == [f"k{i}".encode() for i in range(12)]
@@ -88,55 +80,59 @@ async def test_records_come_in_offset_order_in_batches() -> None:
         # Records published later are fed too.
         await broker.publish_many(TOPIC, values(1, start=12))
         with trio.fail_after(5):
-            [late] = await batch_recv.receive()
+            late = await record_recv.receive()
         assert late.offset == 12
         source.stop_intake()
     # serve returned after stop_intake and closed its end of the channel.
     with trio.fail_after(5):
-        assert [batch async for batch in batch_recv] == []
+        assert [record async for record in record_recv] == []
 
 
 async def test_a_full_channel_holds_the_source_back(autojump_clock: trio.abc.Clock) -> None:
     max_queue_size = 10
     total = 200
-    batch_size, capacity = batch_size_for(max_queue_size), channel_capacity_for(max_queue_size)
+    batch_size = batch_size_for(max_queue_size)
     broker = MemoryBroker()
     await broker.publish_many(TOPIC, values(total))
     source = MemorySource(broker, TOPIC, batch_size=batch_size)
-    batch_send, batch_recv = trio.open_memory_channel[Batch](capacity)
-    seen_batches: list[int] = []
+    record_send, record_recv = trio.open_memory_channel[Record](max_queue_size)
+    seen_queued: list[int] = []
     seen_in_flight: list[int] = []
     consumed = 0
     async with trio.open_nursery() as nursery:
-        await nursery.start(source.serve, batch_send)
+        await nursery.start(source.serve, record_send)
         while consumed < total:
             # Let the source fill up as far as it will before each sample.
             await trio.testing.wait_all_tasks_blocked()
-            seen_batches.append(batch_recv.statistics().current_buffer_used)
+            seen_queued.append(record_recv.statistics().current_buffer_used)
             seen_in_flight.append(source.in_flight())
-            batch = await batch_recv.receive()
-            consumed += len(batch)
+            record = await record_recv.receive()
+            consumed += 1
             await trio.sleep(1)  # a slow worker (virtual time)
-            source.settle(batch)
+            source.settle([record])
         source.stop_intake()
-    assert max(seen_batches) == capacity  # the bound was reached, and held
-    # All settled before each sample: in flight = the channel's batches plus the
-    # one batch the source holds while it waits for room.
-    assert max(seen_in_flight) == capacity * batch_size + batch_size
+    assert max(seen_queued) == max_queue_size  # the bound was reached, and held
+    # All settled before each sample: in flight = the channel plus what the source
+    # read and holds while it waits for room (at most one read).
+    assert max_queue_size < max(seen_in_flight) <= max_queue_size + batch_size
     assert source.tracker.committed(TP) == total
     assert source.in_flight() == 0
     assert source.lag() == 0
 
 
+async def receive(record_recv: trio.MemoryReceiveChannel[Record], n: int) -> list[Record]:
+    with trio.fail_after(5):
+        return [await record_recv.receive() for _ in range(n)]
+
+
 async def test_settle_out_of_order_commits_only_up_to_the_first_gap() -> None:
     broker = MemoryBroker()
     await broker.publish_many(TOPIC, values(8))
-    source = MemorySource(broker, TOPIC, batch_size=10)  # one batch of 8
-    batch_send, batch_recv = trio.open_memory_channel[Batch](10)
+    source = MemorySource(broker, TOPIC, batch_size=10)
+    record_send, record_recv = trio.open_memory_channel[Record](10)
     async with trio.open_nursery() as nursery:
-        await nursery.start(source.serve, batch_send)
-        with trio.fail_after(5):
-            batch = await batch_recv.receive()
+        await nursery.start(source.serve, record_send)
+        batch = await receive(record_recv, 8)
         assert source.lag() == 8
 
         source.settle([batch[i] for i in (5, 1, 0)])
@@ -155,11 +151,10 @@ async def test_aclose_stops_the_feed_and_keeps_unsettled_records_uncommitted() -
     broker = MemoryBroker()
     await broker.publish_many(TOPIC, values(4))
     source = MemorySource(broker, TOPIC, batch_size=4)
-    batch_send, batch_recv = trio.open_memory_channel[Batch](10)
+    record_send, record_recv = trio.open_memory_channel[Record](10)
     async with trio.open_nursery() as nursery:
-        await nursery.start(source.serve, batch_send)
-        with trio.fail_after(5):
-            batch = await batch_recv.receive()
+        await nursery.start(source.serve, record_send)
+        batch = await receive(record_recv, 4)
         source.settle(batch[:2])
         await source.aclose()
     assert source.tracker.committed(TP) == 2

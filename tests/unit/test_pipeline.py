@@ -25,8 +25,8 @@ from pushtrio.limiter.memory import MemoryLimiter
 from pushtrio.metrics import Metrics
 from pushtrio.pipeline import Pipeline, PipelineOptions
 from pushtrio.providers import Provider, ProviderOptions, build_providers, provider_stats
-from pushtrio.records import Batch
-from pushtrio.source import batch_size_for, channel_capacity_for
+from pushtrio.records import Record
+from pushtrio.source import batch_size_for
 from pushtrio.source.memory import MemoryBroker, MemorySource
 
 from ..fast import fast_settings
@@ -87,9 +87,8 @@ async def run_pipeline(**changes: Any) -> AsyncIterator[Running]:
     """Run a pipeline fed by the embedded source; on leaving, stop intake and drain."""
     config = settings(**changes)
     broker = MemoryBroker()
-    source = MemorySource(
-        broker, config.kafka_topic, batch_size=batch_size_for(config.max_queue_size)
-    )
+    batch_size = batch_size_for(config.max_queue_size)
+    source = MemorySource(broker, config.kafka_topic, batch_size=batch_size)
     providers = build_providers(
         ProviderOptions(
             success_rates=config.provider_success_rates,
@@ -102,6 +101,7 @@ async def run_pipeline(**changes: Any) -> AsyncIterator[Running]:
     pipeline = Pipeline(
         PipelineOptions(
             worker_count=config.worker_count,
+            batch_size=batch_size,
             max_in_flight=config.max_queue_size,
             retry_attempts=config.retry_attempts,
             retry_delay_s=config.retry_delay_s,
@@ -115,13 +115,11 @@ async def run_pipeline(**changes: Any) -> AsyncIterator[Running]:
         sinks=[metrics.record_outcomes, hub.publish],
         settle=source.settle,
     )
-    batch_send, batch_recv = trio.open_memory_channel[Batch](
-        channel_capacity_for(config.max_queue_size)
-    )
+    record_send, record_recv = trio.open_memory_channel[Record](config.max_queue_size)
     with hub.subscribe(capacity=100_000) as feed:
         async with trio.open_nursery() as nursery:
-            await nursery.start(pipeline.serve, batch_recv)
-            await nursery.start(source.serve, batch_send)
+            await nursery.start(pipeline.serve, record_recv)
+            await nursery.start(source.serve, record_send)
             yield Running(config, broker, source, metrics, providers, feed)
             source.stop_intake()  # the source closes the channel; the pipeline drains
 

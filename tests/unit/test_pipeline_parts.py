@@ -79,6 +79,7 @@ def test_a_dead_letter_keeps_the_original_headers_and_replaces_old_pushtrio_ones
 def make_pipeline() -> Pipeline:
     options = PipelineOptions(
         worker_count=1,
+        batch_size=1,
         max_in_flight=1,
         retry_attempts=0,
         retry_delay_s=0.01,

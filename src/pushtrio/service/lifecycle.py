@@ -30,8 +30,8 @@ from ..metrics import Metrics
 from ..outcome_log import OutcomeJournal, OutcomeLogger
 from ..pipeline import OutcomeSink, Pipeline, PipelineOptions
 from ..providers import ProviderOptions, build_providers
-from ..records import Batch
-from ..source import channel_capacity_for
+from ..records import Record
+from ..source import batch_size_for
 from ..web import AppHandles, WebOptions
 from ..web.server import serve_web
 from .backends import Backends, open_backends
@@ -67,7 +67,7 @@ class Service:
         self.backends: Backends | None = None
         self.pipeline: Pipeline | None = None
         self.addresses: list[str] = []
-        self._batch_recv: trio.MemoryReceiveChannel[Batch] | None = None
+        self._record_recv: trio.MemoryReceiveChannel[Record] | None = None
         self._source_ready = False
 
     async def serve(
@@ -97,10 +97,8 @@ class Service:
         self, backends: Backends, stop: trio.Event, task_status: trio.TaskStatus[list[str]]
     ) -> None:
         settings, source = self.settings, backends.source
-        batch_send, batch_recv = trio.open_memory_channel[Batch](
-            channel_capacity_for(settings.max_queue_size)
-        )
-        self._batch_recv = batch_recv
+        record_send, record_recv = trio.open_memory_channel[Record](settings.max_queue_size)
+        self._record_recv = record_recv
         pipeline = self._build_pipeline(backends)
         web_stop = trio.Event()
         stopping_at = 0.0
@@ -109,8 +107,8 @@ class Service:
             try:
                 with trio.CancelScope() as drain:
                     async with trio.open_nursery() as work:
-                        await work.start(pipeline.serve, batch_recv)
-                        if await self._start_source(root, backends, batch_send, stop):
+                        await work.start(pipeline.serve, record_recv)
+                        if await self._start_source(root, backends, record_send, stop):
                             work.start_soon(
                                 release_while_refused,
                                 source,
@@ -148,7 +146,7 @@ class Service:
         self,
         root: trio.Nursery,
         backends: Backends,
-        batch_send: trio.MemorySendChannel[Batch],
+        record_send: trio.MemorySendChannel[Record],
         stop: trio.Event,
     ) -> bool:
         """Start the source once Redis and the broker answer; False if stopped first.
@@ -164,7 +162,7 @@ class Service:
             delay = 0.5
             while not stop.is_set():
                 try:
-                    await root.start(backends.source.serve, batch_send)
+                    await root.start(backends.source.serve, record_send)
                 except BackendError as exc:
                     log.warning("source not ready, retrying in %.1fs: %s", delay, exc)
                     with trio.move_on_after(delay):
@@ -173,7 +171,7 @@ class Service:
                 else:
                     self._source_ready = True
                     return True
-        await batch_send.aclose()
+        await record_send.aclose()
         return False
 
     def _log_ready(self, backends: Backends) -> None:
@@ -203,11 +201,12 @@ class Service:
     def _build_pipeline(self, backends: Backends) -> Pipeline:
         settings, source = self.settings, backends.source
         self.metrics.bind_gauges(
-            queue_size=self._queued_batches, in_flight=source.in_flight, consumer_lag=source.lag
+            queue_size=self._queued, in_flight=source.in_flight, consumer_lag=source.lag
         )
         self.pipeline = Pipeline(
             PipelineOptions(
                 worker_count=settings.worker_count,
+                batch_size=batch_size_for(settings.max_queue_size),
                 max_in_flight=max(settings.worker_count, settings.max_queue_size),
                 retry_attempts=settings.retry_attempts,
                 retry_delay_s=settings.retry_delay_s,
@@ -223,9 +222,9 @@ class Service:
         )
         return self.pipeline
 
-    def _queued_batches(self) -> int:
-        """Batches waiting for a worker, as the channel itself counts them."""
-        recv = self._batch_recv
+    def _queued(self) -> int:
+        """Records waiting for a worker, as the channel itself counts them."""
+        recv = self._record_recv
         return 0 if recv is None else recv.statistics().current_buffer_used
 
     def _handles(self, backends: Backends) -> AppHandles:
@@ -255,8 +254,7 @@ class Service:
             workers={
                 "count": settings.worker_count,
                 "in_flight": self.backends.source.in_flight(),
-                "queue_size": self._queued_batches(),
-                "queue_capacity": channel_capacity_for(settings.max_queue_size),
+                "queue_size": self._queued(),
             },
             pipeline=self.pipeline,
             providers=self.providers,

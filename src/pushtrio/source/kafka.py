@@ -1,9 +1,9 @@
 """The Kafka reader: one OS thread owns kafka-python's KafkaConsumer.
 
 The thread is the only code that calls the consumer (poll, pause/resume, seek,
-commit, close). It hands record batches into trio with one ``from_thread`` hop per
-polled batch. When the channel to the workers is full it keeps the rest, pauses its
-partitions and keeps polling, so ``max_poll_interval_ms`` never expires and the
+commit, close). It hands records into trio with one ``from_thread`` hop per poll.
+When the channel to the workers is full it keeps the rest, pauses its partitions
+and keeps polling, so ``max_poll_interval_ms`` never expires and the
 group keeps the member; it resumes once everything is handed over.
 
 Rebalances: kafka-python 3.0 runs the listener on its I/O thread. On revoke (or
@@ -30,9 +30,10 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from ..errors import BackendError
-from ..records import Batch, Record
+from ..records import Record
 from .clients import CALL_TIMEOUT_MS, new_consumer
 from .kafka_errors import DECODE_ERRORS, StuckPartitions, describe
+from .membership import Membership
 from .monitor import GroupMonitor
 from .tracker import OffsetTracker
 
@@ -85,9 +86,7 @@ class KafkaSource:
         self._last_error = ""
         self._paused = False
         self.stuck = StuckPartitions()
-        self._membership = threading.Event()  # cleared: leave the group until set again
-        self._membership.set()
-        self._released = False
+        self.membership = Membership(topic, group, self.monitor, lambda: _Listener(self))
         self.loop_at = time.monotonic()
         """When the reader thread last went round its loop (monotonic seconds)."""
 
@@ -95,7 +94,7 @@ class KafkaSource:
 
     async def serve(
         self,
-        batch_send: trio.MemorySendChannel[Batch],
+        record_send: trio.MemorySendChannel[Record],
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -106,11 +105,11 @@ class KafkaSource:
         the thread is told to close, commits what is settled (never more) and is
         waited for.
         """
-        self._send = batch_send
+        self._send = record_send
         consumer = await trio.to_thread.run_sync(self._open_consumer)
         self._consumer = consumer
         token = trio.lowlevel.current_trio_token()
-        async with batch_send:
+        async with record_send:
             thread_done = trio.Event()
             thread_scope = trio.CancelScope(shield=True)
             async with trio.open_nursery() as nursery:
@@ -119,7 +118,7 @@ class KafkaSource:
                 try:
                     task_status.started()
                     await trio.to_thread.run_sync(self._intake_stopped.wait, abandon_on_cancel=True)
-                    await batch_send.aclose()
+                    await record_send.aclose()
                     await trio.to_thread.run_sync(self._closing.wait, abandon_on_cancel=True)
                 finally:
                     # Also on cancellation (a crash elsewhere): the thread must end,
@@ -160,35 +159,34 @@ class KafkaSource:
         self._last_error = ""
         return consumer
 
-    def _offer(self, chunks: list[Batch]) -> int:
-        """Runs in trio: put as many chunks as the channel holds; return how many went."""
-        taken = 0
-        for chunk in chunks:
-            # Records of a partition that moved meanwhile (stale epoch) are dropped:
-            # their new owner reads them. Registering right after the send is safe:
-            # this runs in trio, so no worker can settle the batch in between.
-            batch = self._current(chunk)
-            if batch:
+    def _offer(self, pending: list[Record]) -> int:
+        """Runs in trio: put as many records as the channel holds; return how many went.
+
+        Records of a partition that moved meanwhile (stale epoch) are dropped: their
+        new owner reads them. Registering right after the sends is safe: this runs in
+        trio, so no worker can settle a record in between.
+        """
+        current: dict[int, bool] = {}
+        sent: list[Record] = []
+        send = self._send.send_nowait
+        done = 0
+        for record in pending:
+            ok = current.get(record.partition)
+            if ok is None:
+                tp = (record.topic, record.partition)
+                ok = current[record.partition] = self.tracker.is_current(tp, record.epoch)
+            if ok:
                 try:
-                    self._send.send_nowait(batch)
+                    send(record)
                 except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
                     break
-                self._register(batch)
-            taken += 1
-        return taken
+                sent.append(record)
+            done += 1
+        self._register(sent)
+        return done
 
-    def _current(self, chunk: Batch) -> Batch:
-        epochs: dict[int, bool] = {}
-        for record in chunk:
-            if record.partition not in epochs:
-                tp = (record.topic, record.partition)
-                epochs[record.partition] = self.tracker.is_current(tp, record.epoch)
-        if all(epochs.values()):
-            return chunk
-        return [r for r in chunk if epochs[r.partition]]
-
-    def _register(self, batch: Batch) -> None:
-        for (partition, epoch), offsets in _offsets_by_partition(batch).items():
+    def _register(self, records: list[Record]) -> None:
+        for (partition, epoch), offsets in _offsets_by_partition(records).items():
             self.tracker.hand_out((self._topic, partition), epoch, offsets)
 
     def release(self) -> None:
@@ -197,11 +195,11 @@ class KafkaSource:
         Settled offsets are committed on the way out; the unsettled records are read
         again by the partitions' next owners. :meth:`rejoin` undoes it.
         """
-        self._membership.clear()
+        self.membership.release()
 
     def rejoin(self) -> None:
         """Join the group again after :meth:`release` (thread-safe)."""
-        self._membership.set()
+        self.membership.rejoin()
 
     def stop_intake(self) -> None:
         self._intake_stopped.set()
@@ -227,7 +225,7 @@ class KafkaSource:
         since_loop = time.monotonic() - self.loop_at
         if self._connected and since_loop > READER_STUCK_S:
             errors.append(f"reader thread stuck in the Kafka client for {since_loop:.0f}s")
-        if self._released and self.monitor.topic_exists:
+        if self.membership.released and self.monitor.topic_exists:
             errors.append(f"left the consumer group {self._group} (see workers)")
         return {
             "healthy": self._connected and not errors,
@@ -259,16 +257,15 @@ class KafkaSource:
 
     def _thread_main(self, token: trio.lowlevel.TrioToken) -> None:
         consumer = self._consumer
-        pending: list[Batch] = []
+        pending: list[Record] = []
         last_commit = 0.0
         try:
             while not self._closing.is_set():
-                # Out of the group while asked to (a backend refuses us) or while the
-                # topic does not exist (kafka-python spins on a deleted topic).
-                wanted = self._membership.is_set() and self.monitor.topic_exists
-                if wanted == self._released:
-                    self._change_membership(consumer, pending)
-                if self._released:
+                # Leave, join or rejoin the group (see .membership); what is pending
+                # belongs to partitions being revoked.
+                if self.membership.update(consumer):
+                    pending.clear()
+                if self.membership.released:
                     self.loop_at = time.monotonic()
                     self._closing.wait(ERROR_PAUSE_S)
                     continue
@@ -298,7 +295,7 @@ class KafkaSource:
                 self.stuck.retry(consumer, records, resume=not self._paused)
                 fresh = self._apply_assignments(consumer, pending)
                 if not self._intake_stopped.is_set():
-                    pending.extend(self._to_batches(records, fresh))
+                    pending.extend(self._to_records(records, fresh))
                     pending = self._hand_over(consumer, token, pending)
                 elif not self._paused:
                     pending.clear()
@@ -320,19 +317,7 @@ class KafkaSource:
                 consumer.close(autocommit=False)
                 self._connected = False
 
-    def _change_membership(self, consumer: Any, pending: list[Batch]) -> None:
-        if self._released:
-            consumer.subscribe([self._topic], listener=_Listener(self))
-            self._released = False
-            log.warning("joined the consumer group %s", self._group)
-            return
-        consumer.unsubscribe()  # revokes (and commits) through the listener
-        pending.clear()
-        self._released = True
-        why = "its topic is missing" if not self.monitor.topic_exists else "a backend refuses us"
-        log.error("left the consumer group %s (%s): other members take over", self._group, why)
-
-    def _apply_assignments(self, consumer: Any, pending: list[Batch]) -> set[int]:
+    def _apply_assignments(self, consumer: Any, pending: list[Record]) -> set[int]:
         """Start new epochs for newly assigned partitions and seek them to their commits."""
         fresh: set[int] = set()
         while True:
@@ -355,19 +340,14 @@ class KafkaSource:
                 else:
                     consumer.seek(tp, committed)
                 fresh.add(tp.partition)
-            kept = ([r for r in batch if r.partition not in fresh] for batch in pending)
-            pending[:] = [batch for batch in kept if batch]
+            pending[:] = [r for r in pending if r.partition not in fresh]
             log.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
             if self._paused and assigned:
                 consumer.pause(*assigned)
         return fresh
 
-    def _to_batches(self, records: dict[Any, list[Any]], skip: set[int]) -> list[Batch]:
-        """One poll's records, all partitions together, cut into batches of ``batch_size``.
-
-        Mixing partitions keeps batches large when the load is spread thin; each
-        partition's records stay in offset order.
-        """
+    def _to_records(self, records: dict[Any, list[Any]], skip: set[int]) -> list[Record]:
+        """One poll's records, all partitions together; each partition's in offset order."""
         converted: list[Record] = []
         for tp, polled in records.items():
             if tp.partition in skip or not polled:
@@ -388,12 +368,11 @@ class KafkaSource:
                 )
                 for r in polled
             )
-        size = self.batch_size
-        return [converted[i : i + size] for i in range(0, len(converted), size)]
+        return converted
 
     def _hand_over(
-        self, consumer: Any, token: trio.lowlevel.TrioToken, pending: list[Batch]
-    ) -> list[Batch]:
+        self, consumer: Any, token: trio.lowlevel.TrioToken, pending: list[Record]
+    ) -> list[Record]:
         if pending:
             taken = trio.from_thread.run_sync(self._offer, pending, trio_token=token)
             pending = pending[taken:]

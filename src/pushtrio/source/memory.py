@@ -19,7 +19,7 @@ from typing import Any
 
 import trio
 
-from ..records import Batch, Headers, Message, Record
+from ..records import Headers, Message, Record
 from .tracker import OffsetTracker
 
 Item = tuple[bytes | None, bytes | None, Headers, int]
@@ -129,22 +129,22 @@ class MemorySource:
 
     async def serve(
         self,
-        batch_send: trio.MemorySendChannel[Batch],
+        record_send: trio.MemorySendChannel[Record],
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Feed new records of the topic into ``batch_send`` until :meth:`stop_intake`."""
-        async with batch_send:
+        """Feed new records of the topic into ``record_send`` until :meth:`stop_intake`."""
+        async with record_send:
             task_status.started()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._watch_stop, nursery.cancel_scope)
-                await self._run_feed(batch_send)
+                await self._run_feed(record_send)
 
     async def _watch_stop(self, scope: trio.CancelScope) -> None:
         await self._stop.wait()
         scope.cancel()
 
-    async def _run_feed(self, batch_send: trio.MemorySendChannel[Batch]) -> None:
+    async def _run_feed(self, record_send: trio.MemorySendChannel[Record]) -> None:
         broker, topic = self._broker, self._topic
         while True:
             if self._position >= broker.end_offset(topic):
@@ -157,9 +157,14 @@ class MemorySource:
                 )
             ]
             end = batch[-1].offset + 1
+            # Handed out before sending: a worker may settle a record as soon as it has it.
             self.tracker.hand_out((topic, 0), self._epoch, range(self._position, end))
-            await batch_send.send(batch)  # waits while the channel is full
-            self._position = end
+            for record in batch:
+                try:
+                    record_send.send_nowait(record)
+                except trio.WouldBlock:
+                    await record_send.send(record)  # waits while the channel is full
+                self._position = record.offset + 1
 
     def release(self) -> None:
         """Nothing to give up: the embedded queue has no other consumers."""

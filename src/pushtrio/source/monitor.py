@@ -93,6 +93,10 @@ class GroupMonitor:
             if not busy:
                 self._drop_admin()
 
+    def partitions(self) -> set[int]:
+        """The topic's partitions, as of the last round."""
+        return set(self._partitions)
+
     def lag(self) -> int:
         return sum(max(0, p.end - p.committed) for p in list(self._partitions.values()))
 

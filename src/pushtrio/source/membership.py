@@ -1,0 +1,110 @@
+"""The reader's membership of the consumer group: when to leave, join and rebalance.
+
+All of it runs in the reader thread, the only caller of the consumer:
+
+- leave while asked to (:meth:`Membership.release`: a backend keeps refusing us) or
+  while the topic does not exist (kafka-python spins on a deleted topic); join again
+  once both are over;
+- ask the group to rebalance when partitions with records waiting have seen no commit
+  for REBALANCE_AFTER_S and this member does not hold them. Nobody is reading them:
+  partitions added to the topic that the group has not noticed (kafka-python normally
+  notices within METADATA_MAX_AGE_MS, but not always), or a member that is gone
+  without the group knowing. Leaving and joining again makes the group recompute
+  the assignment from fresh metadata. At most once per REBALANCE_EVERY_S.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .monitor import GroupMonitor
+
+log = logging.getLogger(__name__)
+
+REBALANCE_AFTER_S = 20.0
+REBALANCE_EVERY_S = 60.0
+MONITOR_FRESH_S = 10.0
+"""Older figures from the group monitor are not acted on."""
+
+
+class Membership:
+    """Decides, round by round, whether the reader subscribes, unsubscribes or rejoins."""
+
+    def __init__(
+        self, topic: str, group: str, monitor: GroupMonitor, listener: Callable[[], Any]
+    ) -> None:
+        self._topic = topic
+        self._group = group
+        self._monitor = monitor
+        self._listener = listener
+        self._wanted = threading.Event()  # cleared: stay out of the group until set again
+        self._wanted.set()
+        self.released = False
+        """Whether the reader is out of the group (read by /health)."""
+        self._rebalanced_at = -REBALANCE_EVERY_S
+
+    def release(self) -> None:
+        """Leave the group at the reader's next round (thread-safe)."""
+        self._wanted.clear()
+
+    def rejoin(self) -> None:
+        """Join again after :meth:`release` (thread-safe)."""
+        self._wanted.set()
+
+    def update(self, consumer: Any) -> bool:
+        """One round's decision, in the reader thread; True if the subscription changed.
+
+        After a change the records the reader still holds are stale: their partitions
+        are revoked (and what is settled committed) through the listener.
+        """
+        wanted = self._wanted.is_set() and self._monitor.topic_exists
+        if wanted == self.released:
+            if self.released:
+                self._subscribe(consumer)
+                log.warning("joined the consumer group %s", self._group)
+            else:
+                consumer.unsubscribe()  # revokes (and commits) through the listener
+                self.released = True
+                why = (
+                    "a backend refuses us" if self._monitor.topic_exists else "its topic is missing"
+                )
+                log.error(
+                    "left the consumer group %s (%s): other members take over", self._group, why
+                )
+            return True
+        if self.released:
+            return False
+        unread = self._unread_elsewhere(consumer)
+        if not unread:
+            return False
+        log.warning(
+            "partitions %s have records waiting and no commit for %.0fs, and this member "
+            "does not hold them: rejoining the group %s so that it reassigns them",
+            unread,
+            REBALANCE_AFTER_S,
+            self._group,
+        )
+        consumer.unsubscribe()
+        self._subscribe(consumer)
+        return True
+
+    def _subscribe(self, consumer: Any) -> None:
+        consumer.subscribe([self._topic], listener=self._listener())
+        self.released = False
+
+    def _unread_elsewhere(self, consumer: Any) -> list[int]:
+        now = time.monotonic()
+        measured_at = self._monitor.updated_at
+        if now - self._rebalanced_at < REBALANCE_EVERY_S or self._monitor.error:
+            return []
+        if measured_at is None or now - measured_at > MONITOR_FRESH_S:
+            return []  # the figures are old: the monitor cannot reach the brokers
+        held = {tp.partition for tp in consumer.assignment()}
+        unread = self._monitor.stalled(self._monitor.partitions() - held, REBALANCE_AFTER_S)
+        if unread:
+            self._rebalanced_at = now
+        return sorted(unread)
