@@ -27,18 +27,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import TypeVar
 
-import orjson
 import trio
 
+from .backend_calls import BackendCalls
+from .dead_letter import dead_letter
 from .dedup import DedupStore
 from .delivery import deliver, first_attempts
-from .errors import BackendError, BackendMisconfigured, InvalidNotification
+from .errors import InvalidNotification
 from .limiter import Limiter
 from .model import (
     Notification,
@@ -50,16 +50,14 @@ from .model import (
     peek_user_id,
 )
 from .providers.base import Provider
-from .records import Batch, Headers, Message, Publisher, Record
+from .records import Batch, Publisher, Record
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 Settled = list[tuple[Record, Outcome]]
 Candidates = list[tuple[Record, Notification]]
 OutcomeSink = Callable[[Sequence[Outcome]], None]
 """Receives every settled group of outcomes, in the trio thread; must not block."""
-BACKOFF_MAX_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,10 +96,9 @@ class Pipeline:
         self._slots = trio.Semaphore(options.max_in_flight)
         self._taking = trio.Lock()  # one worker at a time waits on the channel
         self._claims: dict[str, Record] = {}
-        self.last_backend_error = ""
-        self.misconfigured_since: float | None = None
-        """Monotonic time since when a backend has refused us (wrong password,
-        WRONGTYPE...) without a call succeeding since; None when all is well."""
+        self.backend = BackendCalls()
+        """Every Redis and dead-letter call goes through it: retried until it passes;
+        its ``last_backend_error`` and ``misconfigured_since`` say how it goes."""
 
     async def serve(
         self,
@@ -202,7 +199,7 @@ class Pipeline:
 
         Returns the outcomes of the refused (duplicate, rate-limited) and what may go out.
         """
-        seen = await self._with_backoff(
+        seen = await self.backend.call(
             "dedup look-up", lambda: self._dedup.seen_many([n.id for _, n in candidates])
         )
         settled: Settled = []
@@ -213,7 +210,7 @@ class Pipeline:
                 settled.append((record, outcome))
             else:
                 fresh.append((record, notification))
-        allowed = await self._with_backoff(
+        allowed = await self.backend.call(
             "rate limit",
             lambda: self._limiter.acquire_many([(n.user_id, n.id) for _, n in fresh]),
         )
@@ -250,7 +247,7 @@ class Pipeline:
         """
         delivered = [o.id for _, o in settled if o.event is OutcomeKind.DELIVERED]
         if delivered:
-            await self._with_backoff("dedup record", lambda: self._dedup.remember_many(delivered))
+            await self.backend.call("dedup record", lambda: self._dedup.remember_many(delivered))
 
     async def _deliver_batch(self, items: Candidates, started: float) -> tuple[Settled, Candidates]:
         """First attempts, one provider call per provider, concurrently.
@@ -364,10 +361,10 @@ class Pipeline:
     async def _finish(self, settled: Settled) -> None:
         # Deliveries that took retries come one by one: recorded here, in bulk.
         await self._remember_delivered([(r, o) for r, o in settled if o.attempts > 1])
-        letters = [_dead_letter(r, o) for r, o in settled if o.event.dead_letter]
+        letters = [dead_letter(r, o) for r, o in settled if o.event.dead_letter]
         if letters:
             topic = self._options.dlq_topic
-            await self._with_backoff(
+            await self.backend.call(
                 "dead-letter write", lambda: self._dead_letters.publish_many(topic, letters)
             )
         outcomes = [o for _, o in settled]
@@ -378,31 +375,6 @@ class Pipeline:
         for sink in self._sinks:
             sink(outcomes)
         self._settle([r for r, _ in settled])
-
-    async def _with_backoff(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        """Retry ``call`` on BackendError with capped exponential back-off, forever.
-
-        Stalling is deliberate: losing the message or skipping the limit are worse.
-        Cancellation (shutdown deadline) ends the wait; the record stays uncommitted.
-        """
-        delay = 0.1
-        while True:
-            try:
-                result = await call()
-            except BackendError as exc:
-                self.last_backend_error = f"{what}: {exc}"
-                if isinstance(exc, BackendMisconfigured):
-                    if self.misconfigured_since is None:
-                        self.misconfigured_since = time.monotonic()
-                        log.error("%s refused (retrying, check the settings): %s", what, exc)
-                else:
-                    log.warning("%s failed, retrying in %.1fs: %s", what, delay, exc)
-                await trio.sleep(delay)
-                delay = min(BACKOFF_MAX_S, delay * 2)
-            else:
-                self.last_backend_error = ""
-                self.misconfigured_since = None
-                return result
 
 
 def _outcome(
@@ -427,35 +399,3 @@ def _outcome(
         partition=record.partition,
         offset=record.offset,
     )
-
-
-DEAD_LETTER_MAX_VALUE_BYTES = 512 * 1024
-"""Beyond this the original value is left out of a dead letter (a broker's default
-message limit is 1 MiB; a letter it refuses for size would stall the pipeline)."""
-
-
-def _dead_letter(record: Record, outcome: Outcome) -> Message:
-    """The original record, replayable as it was: key, value (a tombstone stays None)
-    and headers, plus ``pushtrio-*`` headers with the reason.
-
-    ``pushtrio-*`` headers the record already had (a replayed dead letter that failed
-    again) are replaced, not repeated. A value over DEAD_LETTER_MAX_VALUE_BYTES is
-    dropped and ``pushtrio-value-dropped`` gives its size; ``pushtrio-source`` still
-    points at it.
-    """
-    value = record.value
-    headers: Headers = [(k, v) for k, v in record.headers if not k.startswith(HEADER_PREFIX)]
-    headers += [
-        ("pushtrio-outcome", outcome.event.value.encode()),
-        ("pushtrio-reason", outcome.error.encode()),
-        ("pushtrio-attempts", str(outcome.attempts).encode()),
-        ("pushtrio-id", outcome.id.encode()),
-        ("pushtrio-source", orjson.dumps([record.topic, record.partition, record.offset])),
-    ]
-    if value is not None and len(value) > DEAD_LETTER_MAX_VALUE_BYTES:
-        headers.append(("pushtrio-value-dropped", str(len(value)).encode()))
-        value = b""
-    return record.key, value, headers
-
-
-HEADER_PREFIX = "pushtrio-"

@@ -266,7 +266,7 @@ async def test_no_retries_when_retry_attempts_is_zero(autojump_clock: trio.abc.C
 async def test_a_dead_letter_too_big_for_the_broker_is_written_without_its_value(
     autojump_clock: trio.abc.Clock,
 ) -> None:
-    from pushtrio.pipeline import DEAD_LETTER_MAX_VALUE_BYTES
+    from pushtrio.dead_letter import DEAD_LETTER_MAX_VALUE_BYTES
 
     huge = b"x" * (DEAD_LETTER_MAX_VALUE_BYTES + 1)
     small = b"not json"

@@ -5,10 +5,11 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from pushtrio.dead_letter import DEAD_LETTER_MAX_VALUE_BYTES, dead_letter
 from pushtrio.dedup import MemoryDedup
 from pushtrio.limiter.memory import MemoryLimiter
 from pushtrio.model import Outcome, OutcomeKind
-from pushtrio.pipeline import DEAD_LETTER_MAX_VALUE_BYTES, Pipeline, PipelineOptions, _dead_letter
+from pushtrio.pipeline import Pipeline, PipelineOptions
 from pushtrio.records import Record
 from pushtrio.source.memory import MemoryBroker
 
@@ -29,7 +30,7 @@ def record(
 @pytest.mark.parametrize("size", [0, 1, 1000, DEAD_LETTER_MAX_VALUE_BYTES])
 def test_a_dead_letter_up_to_the_cap_keeps_the_value_untouched(size: int) -> None:
     value = bytes(i % 251 for i in range(size))
-    key, letter_value, headers = _dead_letter(record(value, partition=2, offset=9), OUTCOME)
+    key, letter_value, headers = dead_letter(record(value, partition=2, offset=9), OUTCOME)
     assert key == b"k"
     assert letter_value == value
     names = dict(headers)
@@ -42,7 +43,7 @@ def test_a_dead_letter_up_to_the_cap_keeps_the_value_untouched(size: int) -> Non
 
 @pytest.mark.parametrize("size", [DEAD_LETTER_MAX_VALUE_BYTES + 1, 2 * 1024 * 1024])
 def test_a_dead_letter_over_the_cap_drops_the_value_and_gives_its_size(size: int) -> None:
-    key, letter_value, headers = _dead_letter(record(b"x" * size, offset=41), OUTCOME)
+    key, letter_value, headers = dead_letter(record(b"x" * size, offset=41), OUTCOME)
     assert key == b"k"
     assert letter_value == b""
     names = dict(headers)
@@ -53,7 +54,7 @@ def test_a_dead_letter_over_the_cap_drops_the_value_and_gives_its_size(size: int
 
 
 def test_a_dead_letter_of_a_tombstone_is_a_tombstone() -> None:
-    _, letter_value, headers = _dead_letter(record(None), OUTCOME)
+    _, letter_value, headers = dead_letter(record(None), OUTCOME)
     assert letter_value is None
     assert "pushtrio-value-dropped" not in dict(headers)
 
@@ -68,7 +69,7 @@ def test_a_dead_letter_keeps_the_original_headers_and_replaces_old_pushtrio_ones
         key=b"k",
         headers=(("trace-id", b"abc"), ("pushtrio-reason", b"an older failure"), ("x", b"")),
     )
-    key, value, headers = _dead_letter(original, OUTCOME)
+    key, value, headers = dead_letter(original, OUTCOME)
     assert (key, value) == (b"k", b"{}")
     assert headers[:2] == [("trace-id", b"abc"), ("x", b"")]
     names = [name for name, _ in headers]

@@ -25,7 +25,7 @@ PROBE_TIMEOUT_S = 15.0
 
 
 class RefusalReport(Protocol):
-    """What the pipeline says about backends refusing it (see Pipeline)."""
+    """What the pipeline's backend calls say about refusals (see BackendCalls)."""
 
     @property
     def misconfigured_since(self) -> float | None: ...

@@ -22,13 +22,14 @@ async def health_document(
     source_ready: bool,
     redis_embedded: bool,
     workers: Mapping[str, Any],
-    pipeline: RefusalReport | None,
+    backend: RefusalReport | None,
     providers: Mapping[str, Provider],
 ) -> dict[str, Any]:
     """Ask each component; ``status`` is ok, degraded (a part is down) or down (Kafka is).
 
     ``workers`` carries the figures of the worker pool (count, queue, in flight);
-    its health comes from ``pipeline``'s last backend error.
+    its health comes from the last error of the pipeline's ``backend`` calls (None
+    before the pipeline exists).
     """
     source = dict(backends.source.health())
     source["healthy"] = bool(source.get("healthy")) and source_ready
@@ -39,12 +40,12 @@ async def health_document(
         redis["healthy"] = True
     except (BackendError, trio.TooSlowError) as exc:
         redis.update(healthy=False, error=str(exc) or "timeout")
-    error = None if pipeline is None else pipeline.last_backend_error or None
+    error = None if backend is None else backend.last_backend_error or None
     stats = {name: provider_stats(p) for name, p in providers.items()}
     components = {
         "kafka": source,
         "redis": redis,
-        "workers": {"healthy": pipeline is not None and error is None, **workers, "error": error},
+        "workers": {"healthy": backend is not None and error is None, **workers, "error": error},
         "providers": {
             "healthy": all(s.healthy for s in stats.values()),
             **{name: s.to_dict() for name, s in stats.items()},

@@ -112,7 +112,7 @@ class Service:
                             work.start_soon(
                                 release_while_refused,
                                 source,
-                                pipeline,
+                                pipeline.backend,
                                 settings.release_after_s,
                                 stop,
                             )
@@ -256,6 +256,6 @@ class Service:
                 "in_flight": self.backends.source.in_flight(),
                 "queue_size": self._queued(),
             },
-            pipeline=self.pipeline,
+            backend=None if self.pipeline is None else self.pipeline.backend,
             providers=self.providers,
         )
