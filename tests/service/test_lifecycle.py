@@ -11,31 +11,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import trio
 
-from pushtrio.config import Settings
 from pushtrio.events import Subscription
 from pushtrio.service import Service
 from pushtrio.source.memory import MemoryBroker, MemorySource
 
-from ..fast import fast_settings
-
-
-def settings(**changes: Any) -> Settings:
-    base = fast_settings(
-        provider_seed=1,
-        rate_limit_per_user=1000,
-        rate_limit_window_s=3600.0,
-        shutdown_timeout_s=30.0,
-        worker_count=4,
-        max_queue_size=400,
-    )
-    return base.replace(**changes)
-
-
-def note(message_id: str, **fields: Any) -> bytes:
-    return orjson.dumps({"id": message_id, "user_id": "u1", "title": "hello", **fields})
+from ..fast import note, pipeline_settings
 
 
 @dataclass
@@ -62,7 +44,7 @@ class Running:
 @asynccontextmanager
 async def run_service(**changes: Any) -> AsyncIterator[Running]:
     """Serve a Service; on leaving the block, stop it and wait until serve returns."""
-    service = Service(settings(**changes))
+    service = Service(pipeline_settings(**changes))
     stop = trio.Event()
     with service.hub.subscribe(capacity=100_000) as feed:
         async with trio.open_nursery() as nursery:
@@ -100,7 +82,7 @@ async def test_shutdown_timeout_leaves_unfinished_records_uncommitted(
     rates = (("fcm", 0.5), ("apns", 1.0), ("firebase", 1.0))
     n = 40
     service = Service(
-        settings(
+        pipeline_settings(
             provider_success_rates=rates,
             retry_attempts=3,
             retry_delay_s=100.0,

@@ -29,30 +29,11 @@ from pushtrio.records import Record
 from pushtrio.source import batch_size_for
 from pushtrio.source.memory import MemoryBroker, MemorySource
 
-from ..fast import fast_settings
+from ..fast import note, pipeline_settings
 
 FUTURE = (datetime.now(UTC) + timedelta(days=1)).isoformat().replace("+00:00", "Z")
 PAST = (datetime.now(UTC) - timedelta(hours=1)).isoformat().replace("+00:00", "Z")
 KINDS = ("delivered", "failed", "invalid", "rate_limited", "expired", "duplicate")
-
-
-def settings(**changes: Any) -> Settings:
-    base = fast_settings(
-        provider_seed=1,
-        rate_limit_per_user=1000,
-        rate_limit_window_s=3600.0,
-        shutdown_timeout_s=30.0,
-        worker_count=4,
-        max_queue_size=400,
-    )
-    return base.replace(**changes)
-
-
-def note(message_id: str | None, user_id: str = "u1", **fields: Any) -> bytes:
-    document: dict[str, Any] = {"user_id": user_id, "title": "hello", **fields}
-    if message_id is not None:
-        document["id"] = message_id
-    return orjson.dumps(document)
 
 
 @dataclass
@@ -85,7 +66,7 @@ class Running:
 @asynccontextmanager
 async def run_pipeline(**changes: Any) -> AsyncIterator[Running]:
     """Run a pipeline fed by the embedded source; on leaving, stop intake and drain."""
-    config = settings(**changes)
+    config = pipeline_settings(**changes)
     broker = MemoryBroker()
     batch_size = batch_size_for(config.max_queue_size)
     source = MemorySource(broker, config.kafka_topic, batch_size=batch_size)

@@ -23,7 +23,7 @@ from pushtrio.config import Settings
 from pushtrio.events import EventHub
 from pushtrio.limiter.memory import MemoryLimiter
 from pushtrio.metrics import Metrics
-from pushtrio.web import AppHandles, WebOptions
+from pushtrio.web import AppHandles
 
 from ..fast import fast_settings
 
@@ -105,14 +105,10 @@ def make_handles(settings: Settings | None = None, publisher: Any = None) -> App
         await trio.lowlevel.checkpoint()
         return {"status": "ok", "mode": "embedded", "components": {}}
 
-    settings = settings or web_settings()
+    from pushtrio.service.lifecycle import web_options
+
     return AppHandles(
-        options=WebOptions(
-            host=settings.host,
-            port=settings.port,
-            topic=settings.kafka_topic,
-            admin_token=settings.admin_token,
-        ),
+        options=web_options(settings or web_settings()),
         metrics=Metrics(),
         hub=EventHub(),
         limiter=MemoryLimiter(10, 60.0),

@@ -44,6 +44,16 @@ CLOSE_TIMEOUT_S = 10.0
 """Limit on the source's final commit and close, after the drain."""
 
 
+def web_options(settings: Settings) -> WebOptions:
+    """What the web layer needs of the settings."""
+    return WebOptions(
+        host=settings.host,
+        port=settings.port,
+        topic=settings.kafka_topic,
+        admin_token=settings.admin_token,
+    )
+
+
 class Service:
     """One instance; ``await nursery.start(service.serve, stop)`` to run it.
 
@@ -228,14 +238,8 @@ class Service:
         return 0 if recv is None else recv.statistics().current_buffer_used
 
     def _handles(self, backends: Backends) -> AppHandles:
-        settings = self.settings
         return AppHandles(
-            options=WebOptions(
-                host=settings.host,
-                port=settings.port,
-                topic=settings.kafka_topic,
-                admin_token=settings.admin_token,
-            ),
+            options=web_options(self.settings),
             metrics=self.metrics,
             hub=self.hub,
             limiter=backends.limiter,
