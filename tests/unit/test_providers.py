@@ -218,3 +218,40 @@ async def test_build_providers_seeds_each_provider_apart() -> None:
 def test_build_providers_without_seed_is_unseeded() -> None:
     providers = build_providers(ProviderOptions(success_rates=(("fcm", 1.0),), seed=None))
     assert all(isinstance(p, MockProvider) and p.seed is None for p in providers.values())
+
+
+@pytest.mark.parametrize(
+    ("mode", "kinds"),
+    [
+        ("transient", {"transient"}),
+        ("permanent", {"permanent"}),
+        ("mixed", {"transient", "permanent"}),
+    ],
+)
+async def test_the_failure_mode_chooses_which_failures_are_simulated(
+    mode: str, kinds: set[str]
+) -> None:
+    provider = MockProvider("fcm", success_rate=0.0, latency_s=0.0, seed=3)
+    provider.configure(failure=mode)
+    outcomes = await results(provider, [f"f{i}" for i in range(300)])
+    assert {outcome.split(":")[0] for outcome in outcomes} == kinds
+    reasons = {outcome.split(":")[1] for outcome in outcomes}
+    expected = {
+        r
+        for r, permanent, _ in FAILURE_MIX
+        if mode == "mixed" or permanent == (mode == "permanent")
+    }
+    assert reasons == expected
+
+
+async def test_configure_changes_a_live_provider_and_refuses_bad_values() -> None:
+    provider = MockProvider("fcm", success_rate=1.0, latency_s=0.0, seed=3)
+    provider.configure(success_rate=0.0, latency_s=0.25)
+    assert provider.describe() == {"success_rate": 0.0, "latency_ms": 250.0, "failure": "mixed"}
+    assert (await result(provider, "x")) != "ok"
+    for bad in ({"success_rate": 1.5}, {"latency_s": -1.0}, {"failure": "sometimes"}):
+        with pytest.raises(ValueError, match="must be"):
+            provider.configure(**bad)
+    assert provider.describe() == {"success_rate": 0.0, "latency_ms": 250.0, "failure": "mixed"}
+    provider.configure(success_rate=1.0)
+    assert await result(provider, "x") == "ok"

@@ -46,22 +46,33 @@ def _draws(seed: int, notification_id: str, attempt: int) -> tuple[float, float]
     return int.from_bytes(raw[:8], "big") / scale, int.from_bytes(raw[8:], "big") / scale
 
 
-def _failure(draw: float) -> tuple[str, bool]:
+FAILURE_MODES = ("mixed", "transient", "permanent")
+"""``mixed`` draws from all of FAILURE_MIX; the others only from its transient or
+permanent part, in the same proportions."""
+
+
+def _failure(draw: float, mode: str = "mixed") -> tuple[str, bool]:
+    kinds = [
+        (reason, permanent, share)
+        for reason, permanent, share in FAILURE_MIX
+        if mode == "mixed" or permanent == (mode == "permanent")
+    ]
+    scaled = draw * sum(share for _, _, share in kinds)
     cumulative = 0.0
-    for reason, permanent, share in FAILURE_MIX:
+    for reason, permanent, share in kinds:
         cumulative += share
-        if draw < cumulative:
+        if scaled < cumulative:
             return reason, permanent
-    # Float rounding can leave the shares summing just under 1.
-    reason, permanent, _ = FAILURE_MIX[-1]
+    # Float rounding can leave the shares summing just under the total.
+    reason, permanent, _ = kinds[-1]
     return reason, permanent
 
 
 class MockProvider:
     """A provider that succeeds with probability ``success_rate`` after ``latency_s``.
 
-    ``success_rate`` may be changed on a live instance (tests use this to make a
-    provider recover). ``seed`` makes every result reproducible.
+    :meth:`configure` changes it on a live instance (an outage, a recovery: tests
+    and ``PATCH /providers/<name>`` use it). ``seed`` makes every result reproducible.
     """
 
     def __init__(
@@ -78,6 +89,8 @@ class MockProvider:
             raise ValueError(f"latency_s must be >= 0, not {latency_s}")
         self.name = name
         self.success_rate = success_rate
+        self.failure = "mixed"
+        """Which failures it simulates: one of FAILURE_MODES."""
         self.latency_s = latency_s
         self.seed = seed
         # The "device inbox": one line per accepted notification, written at once
@@ -136,12 +149,41 @@ class MockProvider:
             self._consecutive_failures = 0
             return None
         self._consecutive_failures += 1
-        reason, permanent = _failure(failure_draw)
+        reason, permanent = _failure(failure_draw, self.failure)
         if permanent:
             self._failed_permanent += 1
             return PermanentProviderError(self.name, reason)
         self._failed_transient += 1
         return TransientProviderError(self.name, reason)
+
+    def configure(
+        self,
+        *,
+        success_rate: float | None = None,
+        latency_s: float | None = None,
+        failure: str | None = None,
+    ) -> None:
+        """Change the simulation at run time; ValueError (nothing changed) on a bad value."""
+        if success_rate is not None and not 0.0 <= success_rate <= 1.0:
+            raise ValueError(f"success_rate must be from 0 to 1, not {success_rate}")
+        if latency_s is not None and not 0.0 <= latency_s <= 60.0:
+            raise ValueError(f"latency must be from 0 to 60 s, not {latency_s}")
+        if failure is not None and failure not in FAILURE_MODES:
+            raise ValueError(f"failure must be one of {', '.join(FAILURE_MODES)}")
+        if success_rate is not None:
+            self.success_rate = success_rate
+        if latency_s is not None:
+            self.latency_s = latency_s
+        if failure is not None:
+            self.failure = failure
+
+    def describe(self) -> dict[str, float | str]:
+        """The simulation's settings, as ``GET /providers`` shows them."""
+        return {
+            "success_rate": self.success_rate,
+            "latency_ms": self.latency_s * 1000,
+            "failure": self.failure,
+        }
 
     @property
     def healthy(self) -> bool:

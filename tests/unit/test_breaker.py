@@ -1,0 +1,125 @@
+"""The per-provider circuit breaker: closed, open, half open, on a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from pushtrio.providers.breaker import BreakerOptions, BreakerState, CircuitBreaker
+
+OPTIONS = BreakerOptions(failure_rate=0.5, min_calls=4, window=10, open_for_s=30.0, probe_calls=2)
+
+
+def state(b: CircuitBreaker) -> BreakerState:
+    """Read afresh each time (the property moves on with the clock)."""
+    return b.state
+
+
+def breaker(now: list[float], changes: list[tuple[str, BreakerState]]) -> CircuitBreaker:
+    return CircuitBreaker(
+        "fcm", OPTIONS, clock=lambda: now[0], on_change=lambda n, s: changes.append((n, s))
+    )
+
+
+def test_it_stays_closed_below_the_minimum_number_of_calls() -> None:
+    changes: list[tuple[str, BreakerState]] = []
+    b = breaker([0.0], changes)
+    for _ in range(3):
+        assert b.allow()
+        b.record(False)
+    assert state(b) is BreakerState.CLOSED
+    assert b.failure_rate() == 1.0
+    assert changes == []
+
+
+def test_it_opens_at_the_failure_rate_and_refuses_calls_while_open() -> None:
+    now: list[float] = [0.0]
+    changes: list[tuple[str, BreakerState]] = []
+    b = breaker(now, changes)
+    for ok in (True, True, False, False):  # 2 of 4 failed: 50%
+        b.record(ok)
+    assert state(b) is BreakerState.OPEN
+    assert not b.allow()
+    now[0] = 29.9
+    assert not b.allow()
+    assert changes == [("fcm", BreakerState.OPEN)]
+
+
+def test_half_open_lets_probes_through_and_closes_when_they_succeed() -> None:
+    now: list[float] = [0.0]
+    changes: list[tuple[str, BreakerState]] = []
+    b = breaker(now, changes)
+    for _ in range(4):
+        b.record(False)
+    now[0] = 30.0
+    assert state(b) is BreakerState.HALF_OPEN
+    assert b.allow()
+    assert b.allow()
+    assert not b.allow()  # only probe_calls of them
+    b.record(True)
+    assert state(b) is BreakerState.HALF_OPEN
+    b.record(True)
+    assert state(b) is BreakerState.CLOSED
+    assert b.failure_rate() == 0.0  # the window starts afresh
+    assert [s for _, s in changes] == [
+        BreakerState.OPEN,
+        BreakerState.HALF_OPEN,
+        BreakerState.CLOSED,
+    ]
+
+
+def test_a_failed_probe_opens_it_again_for_another_period() -> None:
+    now: list[float] = [0.0]
+    changes: list[tuple[str, BreakerState]] = []
+    b = breaker(now, changes)
+    for _ in range(4):
+        b.record(False)
+    now[0] = 30.0
+    assert b.allow()
+    b.record(False)
+    assert state(b) is BreakerState.OPEN
+    now[0] = 59.0
+    assert not b.allow()
+    now[0] = 60.0
+    assert state(b) is BreakerState.HALF_OPEN
+    assert b.transitions == 4
+
+
+def test_the_window_slides_so_old_failures_are_forgotten() -> None:
+    b = breaker([0.0], [])
+    for _ in range(4):
+        b.record(True)
+    for _ in range(4):
+        b.record(False)
+    assert state(b) is BreakerState.OPEN  # 4 of 8 failed
+    healthy = breaker([0.0], [])
+    for ok in [False] + [True] * 10:  # the failure slides out of a window of 10
+        healthy.record(ok)
+    assert healthy.failure_rate() == 0.0
+    assert state(healthy) is BreakerState.CLOSED
+
+
+def test_late_answers_while_open_change_nothing() -> None:
+    now = [0.0]
+    b = breaker(now, [])
+    for _ in range(4):
+        b.record(False)
+    b.record(True)
+    b.record(True)
+    assert state(b) is BreakerState.OPEN
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"failure_rate": 0.0},
+        {"failure_rate": 1.5},
+        {"min_calls": 0},
+        {"min_calls": 11},
+        {"open_for_s": -1.0},
+        {"probe_calls": 0},
+    ],
+)
+def test_bad_options_are_refused(changes: dict[str, float]) -> None:
+    base = {"failure_rate": 0.5, "min_calls": 4, "window": 10, "open_for_s": 1.0, "probe_calls": 1}
+    with pytest.raises(ValueError, match="must be"):
+        BreakerOptions(**{**base, **changes})  # type: ignore[arg-type]
