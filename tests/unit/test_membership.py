@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 from kafka import TopicPartition
 
-from pushtrio.source.membership import REBALANCE_AFTER_S, REBALANCE_EVERY_S, Membership
+from pushtrio.source.membership import (
+    CHECK_EVERY_S,
+    REBALANCE_AFTER_S,
+    REBALANCE_EVERY_S,
+    Membership,
+)
 from pushtrio.source.monitor import GroupMonitor, _Round
 
 
@@ -107,5 +112,6 @@ def test_old_figures_from_the_monitor_cause_no_rebalance(clock: list[float]) -> 
     monitor._apply(_Round({0: (10, 0)}, topic_exists=True))
     clock[0] += REBALANCE_AFTER_S * 3  # no round since: the brokers are unreachable
     assert not membership.update(consumer)
+    clock[0] += CHECK_EVERY_S  # it looks again only this often
     monitor._apply(_Round({0: (10, 0)}, topic_exists=True))
     assert membership.update(consumer)

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 REBALANCE_AFTER_S = 20.0
 REBALANCE_EVERY_S = 60.0
+CHECK_EVERY_S = 2.0
+"""How often the reader looks for unread partitions (the monitor measures every 2 s)."""
 MONITOR_FRESH_S = 10.0
 """Older figures from the group monitor are not acted on."""
 
@@ -46,6 +48,7 @@ class Membership:
         self.released = False
         """Whether the reader is out of the group (read by /health)."""
         self._rebalanced_at = -REBALANCE_EVERY_S
+        self._checked_at = -CHECK_EVERY_S
 
     def release(self) -> None:
         """Leave the group at the reader's next round (thread-safe)."""
@@ -98,6 +101,9 @@ class Membership:
 
     def _unread_elsewhere(self, consumer: Any) -> list[int]:
         now = time.monotonic()
+        if now - self._checked_at < CHECK_EVERY_S:
+            return []
+        self._checked_at = now
         measured_at = self._monitor.updated_at
         if now - self._rebalanced_at < REBALANCE_EVERY_S or self._monitor.error:
             return []
