@@ -17,6 +17,7 @@ import trio
 from . import __version__
 from .config import VARIABLES, Settings, effective_environment, load_settings
 from .errors import BackendError, BackendMisconfigured, ConfigError
+from .replay import OUTCOMES, ReplayFilter, parse_since
 
 log = logging.getLogger("pushtrio")
 
@@ -124,6 +125,46 @@ def _cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
+    from .replay_kafka import print_report, run_replay
+
+    setup_logging(settings.log_level)
+    # A failure ends the run with one line saying what could not be read or written;
+    # kafka-python's own per-attempt connection errors would only repeat it.
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    chosen = ReplayFilter(
+        outcome=args.outcome or "",
+        reason=args.reason,
+        since_ms=args.since,
+        ids=frozenset(args.id),
+        limit=args.limit,
+        dry_run=args.dry_run,
+    )
+    started = time.monotonic()
+    try:
+        report = run_replay(
+            settings.kafka_brokers,
+            settings.kafka_topic,
+            settings.dlq_topic,
+            chosen,
+            progress=not (args.quiet or args.json),
+        )
+    except BackendError as exc:
+        print(f"pushtrio replay: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"pushtrio replay: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pushtrio replay: interrupted (letters written so far stay written)", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(report.to_json()))
+    elif not args.quiet:
+        print_report(report, time.monotonic() - started)
+    return 0
+
+
 def _cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
     from .events import parse_event_filter
     from .watch import Tally, WatchError, WatchOptions, run_watch_until_signalled
@@ -204,6 +245,55 @@ def _share(text: str) -> float:
     return value
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("expected a count >= 1")
+    return value
+
+
+def _since(text: str) -> int:
+    try:
+        return parse_since(text, int(time.time() * 1000))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_replay(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    replay = commands.add_parser(
+        "replay",
+        help="write dead letters back to the Kafka topic",
+        description="Write the letters of DLQ_TOPIC back to KAFKA_TOPIC: the original key, "
+        "value and headers, plus pushtrio-replayed-from ([dlq_topic, partition, offset]). "
+        "Filters combine; without any, every letter is replayed. A notification delivered "
+        "meanwhile comes out as `duplicate`, not as a second send. Letters whose value was "
+        "left out (over 512 KiB) are skipped and listed. Reads the topic without a consumer "
+        "group, up to its end when the run starts.",
+    )
+    replay.add_argument("--outcome", choices=OUTCOMES, help="only letters of this outcome")
+    replay.add_argument(
+        "--reason", default="", metavar="TEXT", help="only letters whose reason contains TEXT"
+    )
+    replay.add_argument(
+        "--since",
+        type=_since,
+        default=None,
+        metavar="TIME",
+        help="only letters written since TIME: RFC 3339 (2030-01-01T00:00:00Z) or a "
+        "duration ago (30m, 24h)",
+    )
+    replay.add_argument(
+        "--id", action="append", default=[], metavar="ID", help="only this id (repeatable)"
+    )
+    replay.add_argument("--limit", type=_positive, default=None, metavar="N", help="at most N")
+    replay.add_argument(
+        "--dry-run", action="store_true", help="print what would be replayed; write nothing"
+    )
+    replay.add_argument("--json", action="store_true", help="print the report as JSON")
+    replay.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no report")
+    replay.set_defaults(run=_cmd_replay)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pushtrio",
@@ -243,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     produce.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     produce.set_defaults(run=_cmd_produce)
+    _add_replay(commands)
     watch = commands.add_parser("watch", help="follow the live outcome feed (WS /ws/events)")
     watch.add_argument("--url", default="", help="service URL (default: ws://127.0.0.1:$PORT)")
     watch.add_argument("--user-id", default="", help="only this user's outcomes")

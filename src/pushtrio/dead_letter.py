@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 
 from .model import Outcome
-from .records import Headers, Message, Record
+from .records import ORIGIN_HEADER, Headers, Message, Record, origin
 
 HEADER_PREFIX = "pushtrio-"
 """Headers of this prefix are pushtrio's own; a replayed letter's old ones are replaced."""
@@ -21,7 +21,8 @@ def dead_letter(record: Record, outcome: Outcome) -> Message:
     ``pushtrio-*`` headers the record already had (a replayed dead letter that failed
     again) are replaced, not repeated. A value over DEAD_LETTER_MAX_VALUE_BYTES is
     dropped and ``pushtrio-value-dropped`` gives its size; ``pushtrio-source`` still
-    points at it.
+    points at it. ``pushtrio-origin`` names the notification's first record (the
+    record itself, unless it was replayed): replaying it again keeps its id.
     """
     value = record.value
     headers: Headers = [(k, v) for k, v in record.headers if not k.startswith(HEADER_PREFIX)]
@@ -31,6 +32,7 @@ def dead_letter(record: Record, outcome: Outcome) -> Message:
         ("pushtrio-attempts", str(outcome.attempts).encode()),
         ("pushtrio-id", outcome.id.encode()),
         ("pushtrio-source", orjson.dumps([record.topic, record.partition, record.offset])),
+        (ORIGIN_HEADER, orjson.dumps(origin(record))),
     ]
     if value is not None and len(value) > DEAD_LETTER_MAX_VALUE_BYTES:
         headers.append(("pushtrio-value-dropped", str(len(value)).encode()))

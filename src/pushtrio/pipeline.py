@@ -50,7 +50,7 @@ from .model import (
     peek_user_id,
 )
 from .providers.base import Provider
-from .records import Batch, Publisher, Record
+from .records import Batch, Publisher, Record, origin
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,8 @@ class Pipeline:
         candidates: Candidates = []
         ids_in_batch: set[str] = set()
         for record in batch:
-            default_id = partial(fallback_id, record.topic, record.partition, record.offset)
+            # A replayed record keeps the id its first copy had, so dedup knows it.
+            default_id = partial(fallback_id, *origin(record))
             try:
                 notification = parse_notification(record.value, default_id=default_id)
             except InvalidNotification as exc:

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import orjson
+
 Headers = list[tuple[str, bytes]]
 Message = tuple[bytes | None, bytes | None, Headers]
 """What a publisher writes: key, value (None is a tombstone) and headers."""
@@ -27,6 +29,26 @@ class Record:
     key: bytes | None = None
     epoch: int = 0
     headers: tuple[tuple[str, bytes], ...] = ()
+
+
+ORIGIN_HEADER = "pushtrio-origin"
+"""``[topic, partition, offset]`` of the first record of a notification that was
+written again (replayed from the dead-letter topic)."""
+
+
+def origin(record: Record) -> tuple[str, int, int]:
+    """Where the notification of ``record`` was first read: its ORIGIN_HEADER, if it
+    carries a well-formed one, else the record's own coordinates."""
+    for key, value in record.headers:
+        if key == ORIGIN_HEADER:
+            try:
+                topic, partition, offset = orjson.loads(value)
+            except (orjson.JSONDecodeError, TypeError, ValueError):
+                break
+            if isinstance(topic, str) and isinstance(partition, int) and isinstance(offset, int):
+                return topic, partition, offset
+            break
+    return record.topic, record.partition, record.offset
 
 
 Batch = list[Record]

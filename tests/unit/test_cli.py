@@ -76,7 +76,7 @@ def test_bad_setting_fails_every_command(
     value: str,
 ) -> None:
     monkeypatch.setenv(variable, value)
-    for command in (["serve"], ["config"], ["produce", "-q"], ["watch"]):
+    for command in (["serve"], ["config"], ["produce", "-q"], ["replay", "-q"], ["watch"]):
         assert main(command) == 2
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1
@@ -182,7 +182,7 @@ def test_python_dash_m_help_lists_the_commands() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: pushtrio")
-    for command in ("serve", "config", "produce", "watch"):
+    for command in ("serve", "config", "produce", "replay", "watch"):
         assert command in result.stdout
 
 

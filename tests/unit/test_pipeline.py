@@ -25,7 +25,7 @@ from pushtrio.limiter.memory import MemoryLimiter
 from pushtrio.metrics import Metrics
 from pushtrio.pipeline import Pipeline, PipelineOptions
 from pushtrio.providers import Provider, ProviderOptions, build_providers, provider_stats
-from pushtrio.records import Record
+from pushtrio.records import ORIGIN_HEADER, Record
 from pushtrio.source import batch_size_for
 from pushtrio.source.memory import MemoryBroker, MemorySource
 
@@ -268,3 +268,17 @@ async def test_a_dead_letter_too_big_for_the_broker_is_written_without_its_value
     assert small_value == small
     assert "pushtrio-value-dropped" not in small_headers
     assert running.source.tracker.committed(("notifications", 0)) == 2
+
+
+async def test_a_replayed_record_without_an_id_keeps_the_id_of_its_first_copy(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with run_pipeline() as running:
+        await running.publish([note(None, body="no id")])
+        [first] = await running.outcomes(1)
+        replayed = [(b"k", note(None, body="no id"), [(ORIGIN_HEADER, b'["notifications",0,0]')])]
+        await running.broker.publish_many("notifications", replayed)
+        [again] = await running.outcomes(1)
+    assert first["event"] == "delivered"
+    assert again["event"] == "duplicate"
+    assert again["id"] == first["id"]

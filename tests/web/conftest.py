@@ -7,7 +7,7 @@ trio-websocket for the feed.
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -23,6 +23,7 @@ from pushtrio.config import Settings
 from pushtrio.events import EventHub
 from pushtrio.limiter.memory import MemoryLimiter
 from pushtrio.metrics import Metrics
+from pushtrio.replay import ReplayFilter, ReplayReport
 from pushtrio.web import AppHandles
 
 from ..fast import fast_settings
@@ -97,8 +98,15 @@ async def receive_json(ws: WebSocketConnection, timeout_s: float = 10.0) -> dict
     return document
 
 
-def make_handles(settings: Settings | None = None, publisher: Any = None) -> AppHandles:
-    """Handles for the web app alone: embedded limiter and queue, nothing running."""
+def make_handles(
+    settings: Settings | None = None,
+    publisher: Any = None,
+    replay: Callable[[ReplayFilter], Awaitable[ReplayReport]] | None = None,
+) -> AppHandles:
+    """Handles for the web app alone: embedded limiter and queue, nothing running.
+
+    ``replay`` defaults to an empty dead-letter topic: nothing to replay.
+    """
     from pushtrio.source.memory import MemoryBroker
 
     async def health() -> dict[str, Any]:
@@ -107,13 +115,20 @@ def make_handles(settings: Settings | None = None, publisher: Any = None) -> App
 
     from pushtrio.service.lifecycle import web_options
 
+    options = web_options(settings or web_settings())
+
+    async def nothing_to_replay(chosen: ReplayFilter) -> ReplayReport:
+        await trio.lowlevel.checkpoint()
+        return ReplayReport("notifications.dlq", options.topic, dry_run=chosen.dry_run)
+
     return AppHandles(
-        options=web_options(settings or web_settings()),
+        options=options,
         metrics=Metrics(),
         hub=EventHub(),
         limiter=MemoryLimiter(10, 60.0),
         publisher=publisher or MemoryBroker(),
         health=health,
+        replay=replay or nothing_to_replay,
     )
 
 

@@ -31,6 +31,7 @@ from ..outcome_log import OutcomeJournal, OutcomeLogger
 from ..pipeline import OutcomeSink, Pipeline, PipelineOptions
 from ..providers import ProviderOptions, build_providers
 from ..records import Record
+from ..replay_kafka import replayer_for
 from ..source import batch_size_for
 from ..web import AppHandles, WebOptions
 from ..web.server import serve_web
@@ -245,6 +246,12 @@ class Service:
             limiter=backends.limiter,
             publisher=backends.publisher,
             health=self.health,
+            replay=replayer_for(
+                backends.publisher,
+                self.settings.kafka_brokers,
+                topic=self.settings.kafka_topic,
+                dlq_topic=self.settings.dlq_topic,
+            ),
         )
 
     async def health(self) -> dict[str, Any]:

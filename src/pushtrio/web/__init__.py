@@ -14,6 +14,7 @@ from ..events import EventHub
 from ..limiter import Limiter
 from ..metrics import Metrics
 from ..records import Publisher
+from ..replay import ReplayFilter, ReplayReport
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +32,8 @@ class WebOptions:
 
 @dataclass(frozen=True, slots=True)
 class AppHandles:
-    """What the app may use: read-only figures, the feed, the limiter, the producer."""
+    """What the app may use: read-only figures, the feed, the limiter, the producer,
+    the dead-letter replay."""
 
     options: WebOptions
     metrics: Metrics
@@ -40,3 +42,6 @@ class AppHandles:
     publisher: Publisher
     health: Callable[[], Awaitable[dict[str, Any]]]
     """Returns the /health document; its ``status`` is ok, degraded or down."""
+    replay: Callable[[ReplayFilter], Awaitable[ReplayReport]]
+    """Writes the dead letters the filter takes back to the topic (``POST /dlq/replay``);
+    raises BackendError when the broker cannot be read or written."""

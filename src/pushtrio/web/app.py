@@ -7,6 +7,7 @@
     GET    /ratelimit/<user_id>   a user's rate-limit status
     DELETE /ratelimit/<user_id>   clear it
     POST   /send                  write a notification to the topic
+    POST   /dlq/replay            write dead letters back to the topic
     GET    /openapi.json          OpenAPI 3.1 description of the above
     WS     /ws/events             live outcomes
 
@@ -26,6 +27,7 @@ from ..model import MAX_RECORD_BYTES
 from . import AppHandles
 from .admin import add_admin_routes
 from .auth import install_auth
+from .dlq import add_dlq_routes
 from .early_close import install_early_close
 from .feed import add_feed_route
 from .openapi import openapi_document
@@ -48,6 +50,7 @@ def create_app(handles: AppHandles) -> QuartTrio:
     install_auth(app, handles.options.admin_token)
     install_early_close(app)
     add_admin_routes(app, handles)
+    add_dlq_routes(app, handles)
     add_feed_route(app, handles.hub)
 
     page = dashboard_html()

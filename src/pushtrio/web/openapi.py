@@ -26,6 +26,7 @@ from ..model import (
     OutcomeKind,
 )
 from ..provider_names import PROVIDERS
+from ..replay import DURATION_PATTERN, LISTED_MAX, OUTCOMES
 
 JSON = "application/json"
 
@@ -79,6 +80,61 @@ def _timestamp_pattern() -> str:
     zone = r"([Zz]|[+-]([01]\d|2[0-3]):[0-5]\d)"
     return f"^{day}[Tt ]{time}{zone}$"
 
+
+_LETTER: dict[str, Any] = {
+    "type": "object",
+    "required": ["partition", "offset", "time", "outcome", "id", "reason", "attempts"],
+    "properties": {
+        "partition": {"type": "integer"},
+        "offset": {"type": "integer"},
+        "time": {"type": "string", "description": "when the letter was written (UTC)"},
+        "outcome": {"type": "string"},
+        "id": {"type": "string"},
+        "reason": {"type": "string"},
+        "attempts": {"type": ["integer", "null"]},
+        "dropped_bytes": {
+            "type": ["integer", "null"],
+            "description": "skipped letters: the size of the value left out",
+        },
+    },
+}
+
+_REPLAY_FILTER: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "description": "Which dead letters to replay: every filter given must hold; none "
+    "replays them all. null means absent. Unknown fields are refused.",
+    "properties": {
+        "outcome": {"enum": [*OUTCOMES, None]},
+        "reason": {
+            "type": ["string", "null"],
+            "maxLength": 1024,
+            "description": "part of the reason, ignoring case",
+        },
+        "since": {
+            "anyOf": [
+                {"type": "null"},
+                {"type": "string", "pattern": _timestamp_pattern()},
+                {"type": "string", "pattern": f"^({DURATION_PATTERN})$"},
+            ],
+            "description": "letters written since then: RFC 3339 with a zone, or a "
+            "duration ago (30m, 24h, or plain seconds)",
+            "examples": ["1h", "2030-01-01T00:00:00Z"],
+        },
+        "ids": {
+            "type": ["array", "null"],
+            "minItems": 1,
+            "items": {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS},
+            "description": "only the letters of these notification ids",
+        },
+        "limit": {"type": ["integer", "null"], "minimum": 1, "description": "at most this many"},
+        "dry_run": {
+            "type": ["boolean", "null"],
+            "default": False,
+            "description": "answer what would be replayed; write nothing",
+        },
+    },
+}
 
 _SCHEMAS: dict[str, Any] = {
     "UserId": {"type": "string", "pattern": f"^{USER_ID_PATTERN.pattern}$"},
@@ -196,6 +252,48 @@ _SCHEMAS: dict[str, Any] = {
         ],
         "additionalProperties": {"type": ["integer", "number", "object"]},
     },
+    "ReplayFilter": _REPLAY_FILTER,
+    "DeadLetter": _LETTER,
+    "ReplayReport": {
+        "type": "object",
+        "required": [
+            "dry_run",
+            "dlq_topic",
+            "topic",
+            "scanned",
+            "matched",
+            "replayed",
+            "skipped",
+            "letters",
+            "skipped_letters",
+        ],
+        "properties": {
+            "dry_run": {"type": "boolean"},
+            "dlq_topic": {"type": "string"},
+            "topic": {"type": "string"},
+            "scanned": {"type": "integer", "description": "letters read"},
+            "matched": {"type": "integer", "description": "replayed + skipped"},
+            "replayed": {
+                "type": "integer",
+                "description": "letters written back (with dry_run: that would be)",
+            },
+            "skipped": {
+                "type": "integer",
+                "description": "matching letters whose value was left out (over 512 KiB): "
+                "they cannot be replayed",
+            },
+            "letters": {
+                "type": "array",
+                "items": _ref("DeadLetter"),
+                "description": f"the first {LISTED_MAX} letters replayed",
+            },
+            "skipped_letters": {
+                "type": "array",
+                "items": _ref("DeadLetter"),
+                "description": f"the first {LISTED_MAX} letters skipped",
+            },
+        },
+    },
     "Event": {
         "type": "object",
         "description": "One outcome, or a notice that this subscriber lost its oldest events.",
@@ -282,6 +380,24 @@ _PATHS: dict[str, Any] = {
                 "413": _error(f"the body is larger than {MAX_RECORD_BYTES} bytes"),
                 "415": _error("the body is not JSON, or not sent as application/json"),
                 "503": _error("the broker is unavailable"),
+            },
+        }
+    },
+    "/dlq/replay": {
+        "post": {
+            "summary": "Write dead letters back to the topic (as `pushtrio replay`)",
+            "description": "The original key, value and headers of each letter, plus "
+            "`pushtrio-replayed-from` ([dlq_topic, partition, offset]). A notification "
+            "delivered meanwhile comes out as `duplicate`, not as a second send. Reads "
+            "the dead-letter topic up to its end when the request arrives.",
+            "requestBody": {"required": True, "content": {JSON: {"schema": _ref("ReplayFilter")}}},
+            "responses": {
+                "200": _json(_ref("ReplayReport"), "what was replayed (or would be)"),
+                "400": _error("a filter is malformed or unknown; field names it"),
+                "409": _error("another replay is running on this instance"),
+                "413": _error(f"the body is larger than {MAX_RECORD_BYTES} bytes"),
+                "415": _error("the body is not JSON, or not sent as application/json"),
+                "503": _error("the broker cannot be read or written"),
             },
         }
     },
