@@ -23,6 +23,7 @@ from pushtrio.config import Settings
 from pushtrio.events import EventHub
 from pushtrio.limiter.memory import MemoryLimiter
 from pushtrio.metrics import Metrics
+from pushtrio.providers import ProviderOptions, build_providers
 from pushtrio.replay import ReplayFilter, ReplayReport
 from pushtrio.web import AppHandles
 
@@ -129,6 +130,9 @@ def make_handles(
         publisher=publisher or MemoryBroker(),
         health=health,
         replay=replay or nothing_to_replay,
+        providers=build_providers(
+            ProviderOptions(success_rates=(("fcm", 1.0), ("apns", 1.0)), latency_s=0.0, seed=7)
+        ),
     )
 
 

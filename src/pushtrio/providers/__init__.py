@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from .base import Provider, ProviderStats, ReportsStats, provider_stats
-from .mock import FAILURE_MIX, MockProvider, provider_seed
+from .base import Configurable, Provider, ProviderStats, ReportsStats, provider_stats
+from .mock import FAILURE_MIX, FAILURE_MODES, MockProvider, provider_seed
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +41,8 @@ def build_providers(options: ProviderOptions) -> dict[str, Provider]:
 
 __all__ = [
     "FAILURE_MIX",
+    "FAILURE_MODES",
+    "Configurable",
     "MockProvider",
     "Provider",
     "ProviderOptions",

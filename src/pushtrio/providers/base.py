@@ -64,6 +64,21 @@ class ReportsStats(Protocol):
     def stats(self) -> ProviderStats: ...
 
 
+@runtime_checkable
+class Configurable(Protocol):
+    """A provider whose simulation can be changed at run time (the mock providers)."""
+
+    def describe(self) -> dict[str, float | str]: ...
+
+    def configure(
+        self,
+        *,
+        success_rate: float | None = None,
+        latency_s: float | None = None,
+        failure: str | None = None,
+    ) -> None: ...
+
+
 def provider_stats(provider: Provider) -> ProviderStats:
     """Counters of ``provider``; zeros and healthy for one that keeps none."""
     if isinstance(provider, ReportsStats):

@@ -252,6 +252,7 @@ class Service:
                 topic=self.settings.kafka_topic,
                 dlq_topic=self.settings.dlq_topic,
             ),
+            providers=self.providers,
         )
 
     async def health(self) -> dict[str, Any]:

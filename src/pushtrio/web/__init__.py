@@ -6,13 +6,14 @@ The web layer never imports the pipeline or the sources: the service hands it an
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..events import EventHub
 from ..limiter import Limiter
 from ..metrics import Metrics
+from ..providers import Provider
 from ..records import Publisher
 from ..replay import ReplayFilter, ReplayReport
 
@@ -45,3 +46,5 @@ class AppHandles:
     replay: Callable[[ReplayFilter], Awaitable[ReplayReport]]
     """Writes the dead letters the filter takes back to the topic (``POST /dlq/replay``);
     raises BackendError when the broker cannot be read or written."""
+    providers: Mapping[str, Provider]
+    """Listed by ``GET /providers``; the mock ones can be changed by ``PATCH``."""

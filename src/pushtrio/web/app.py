@@ -31,6 +31,7 @@ from .dlq import add_dlq_routes
 from .early_close import install_early_close
 from .feed import add_feed_route
 from .openapi import openapi_document
+from .providers import add_provider_routes
 from .responses import install_error_handlers
 
 
@@ -51,6 +52,7 @@ def create_app(handles: AppHandles) -> QuartTrio:
     install_early_close(app)
     add_admin_routes(app, handles)
     add_dlq_routes(app, handles)
+    add_provider_routes(app, handles)
     add_feed_route(app, handles.hub)
 
     page = dashboard_html()

@@ -19,17 +19,15 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
-import orjson
 import trio
-from quart import Response, jsonify, request
+from quart import Response, jsonify
 from quart_trio import QuartTrio
-from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..errors import BackendError
-from ..model import MAX_ID_CHARS, MAX_RECORD_BYTES
+from ..model import MAX_ID_CHARS
 from ..replay import OUTCOMES, ReplayFilter, parse_since
 from . import AppHandles
-from .admin import is_json_content_type
+from .bodies import read_json_body
 from .responses import json_error
 
 MAX_REASON_CHARS: Final = 1024
@@ -117,33 +115,13 @@ def replay_filter(document: object, now_ms: int) -> ReplayFilter | Response:
     )
 
 
-async def _read_object() -> object | Response:
-    """The request's JSON document, or the 413/415 answer to give instead."""
-    if not is_json_content_type(request.mimetype):
-        return json_error(415, "Content-Type must be application/json", field=None)
-    if request.headers.get("Content-Encoding", "identity").lower() != "identity":
-        return json_error(415, "Content-Encoding is not supported", field=None)
-    too_large = json_error(413, f"body is larger than {MAX_RECORD_BYTES} bytes", field=None)
-    try:
-        body = await request.get_data(cache=False, as_text=False)
-    except RequestEntityTooLarge:
-        return too_large
-    if len(body) > MAX_RECORD_BYTES:
-        return too_large
-    try:
-        document: object = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        return json_error(415, f"body is not valid JSON: {exc}", field=None)
-    return document
-
-
 def add_dlq_routes(app: QuartTrio, handles: AppHandles) -> None:
     """Register ``POST /dlq/replay`` on ``app``, closing over ``handles``."""
     running = trio.Lock()
 
     @app.post("/dlq/replay")
     async def dlq_replay() -> Response:
-        document = await _read_object()
+        document = await read_json_body()
         if isinstance(document, Response):
             return document
         chosen = replay_filter(document, int(time.time() * 1000))

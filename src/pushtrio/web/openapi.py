@@ -199,6 +199,30 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["id", "status"],
         "properties": {"id": {"type": "string"}, "status": {"const": "queued"}},
     },
+    "ProviderChange": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "success_rate": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+            "latency_ms": {"type": ["number", "null"], "minimum": 0, "maximum": 60000},
+            "failure": {"enum": ["mixed", "transient", "permanent", None]},
+        },
+    },
+    "Provider": {
+        "type": "object",
+        "required": ["stats"],
+        "properties": {
+            "stats": {"type": "object"},
+            "mock": {
+                "type": "object",
+                "properties": {
+                    "success_rate": {"type": "number"},
+                    "latency_ms": {"type": "number"},
+                    "failure": {"type": "string"},
+                },
+            },
+        },
+    },
     "RateLimitStatus": {
         "type": "object",
         "required": ["user_id", "limit", "window_seconds", "used", "remaining", "reset_in_seconds"],
@@ -400,6 +424,46 @@ _PATHS: dict[str, Any] = {
                 "503": _error("the broker cannot be read or written"),
             },
         }
+    },
+    "/providers": {
+        "get": {
+            "summary": "The providers: counters and, for a mock, its simulation",
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "required": ["providers"],
+                        "properties": {
+                            "providers": {
+                                "type": "object",
+                                "additionalProperties": _ref("Provider"),
+                            }
+                        },
+                    },
+                    "every provider by name",
+                )
+            },
+        }
+    },
+    "/providers/{name}": {
+        "parameters": [
+            {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+        ],
+        "patch": {
+            "summary": "Change a mock provider's simulation (this instance, in memory)",
+            "requestBody": {
+                "required": True,
+                "content": {JSON: {"schema": _ref("ProviderChange")}},
+            },
+            "responses": {
+                "200": _json(_ref("Provider"), "the provider as changed"),
+                "400": _error("a field is malformed or unknown; field names it"),
+                "404": _error("no such provider"),
+                "409": _error("the provider is not a mock"),
+                "413": _error(f"the body is larger than {MAX_RECORD_BYTES} bytes"),
+                "415": _error("the body is not JSON, or not sent as application/json"),
+            },
+        },
     },
     "/openapi.json": {
         "get": {
