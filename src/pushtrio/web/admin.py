@@ -9,30 +9,22 @@ from __future__ import annotations
 import uuid
 from typing import Any, Final
 
-import orjson
 import trio
-from quart import Response, jsonify, request
+from quart import Response, jsonify
 from quart_trio import QuartTrio
-from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..errors import BackendError, InvalidNotification, NotificationTooLarge
 from ..limiter import LimitStatus
 from ..metrics import PROMETHEUS_CONTENT_TYPE
 from ..model import MAX_RECORD_BYTES, USER_ID_PATTERN, Notification, validate_document
 from . import AppHandles
+from .bodies import read_json_body
 from .responses import bad_user_id, json_error
 
 SEND_TIMEOUT_S: Final = 15.0
 """Limit on handing one notification to the broker (its own timeouts come first)."""
 LIMITER_TIMEOUT_S: Final = 5.0
 """Limit on one rate-limit status or reset call."""
-
-
-def is_json_content_type(mimetype: str) -> bool:
-    """``application/json`` or any ``+json`` type (parameters such as charset allowed)."""
-    return mimetype == "application/json" or (
-        mimetype.startswith("application/") and mimetype.endswith("+json")
-    )
 
 
 def limit_document(status: LimitStatus) -> dict[str, Any]:
@@ -107,21 +99,9 @@ def add_admin_routes(app: QuartTrio, handles: AppHandles) -> None:
 
 async def _read_notification() -> Notification | Response:
     """The request's notification, or the error response to answer instead."""
-    if not is_json_content_type(request.mimetype):
-        return json_error(415, "Content-Type must be application/json", field=None)
-    if request.headers.get("Content-Encoding", "identity").lower() != "identity":
-        return json_error(415, "Content-Encoding is not supported", field=None)
-    too_large = json_error(413, f"body is larger than {MAX_RECORD_BYTES} bytes", field=None)
-    try:
-        body = await request.get_data(cache=False, as_text=False)
-    except RequestEntityTooLarge:
-        return too_large
-    if len(body) > MAX_RECORD_BYTES:
-        return too_large
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        return json_error(415, f"body is not valid JSON: {exc}", field=None)
+    document = await read_json_body()
+    if isinstance(document, Response):
+        return document
     try:
         return validate_document(document, default_id=lambda: uuid.uuid4().hex)
     except NotificationTooLarge as exc:

@@ -7,8 +7,14 @@ from quart import Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..model import MAX_RECORD_BYTES
-from .admin import is_json_content_type
 from .responses import json_error
+
+
+def is_json_content_type(mimetype: str) -> bool:
+    """``application/json`` or any ``+json`` type (parameters such as charset allowed)."""
+    return mimetype == "application/json" or (
+        mimetype.startswith("application/") and mimetype.endswith("+json")
+    )
 
 
 async def read_json_body() -> object | Response:
