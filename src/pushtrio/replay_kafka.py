@@ -20,7 +20,7 @@ from contextlib import asynccontextmanager
 from typing import Any, Final
 
 import trio
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 from kafka.errors import KafkaError
 from rich import box
 from rich.console import Console
@@ -31,7 +31,7 @@ from .config import MEMORY_URL
 from .errors import BrokerUnavailable
 from .records import Publisher
 from .replay import CHUNK_SIZE, Letter, MemoryLetters, ReplayFilter, ReplayReport, replay_letters
-from .source.clients import CALL_TIMEOUT_MS, METADATA_MAX_AGE_MS, RECONNECT_BACKOFF_MAX_MS
+from .source.clients import CALL_TIMEOUT_MS, new_reader
 from .source.memory import MemoryBroker
 from .source.publisher import KafkaPublisher
 
@@ -88,18 +88,8 @@ class KafkaLetters:
 
     def _open(self, since_ms: int | None) -> None:
         try:
-            self._consumer = KafkaConsumer(
-                bootstrap_servers=self._brokers,
-                group_id=None,
-                client_id="pushtrio-replay",
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                max_poll_records=self._chunk_size,
-                request_timeout_ms=CALL_TIMEOUT_MS * 3,
-                bootstrap_timeout_ms=CALL_TIMEOUT_MS,
-                reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
-                metadata_max_age_ms=METADATA_MAX_AGE_MS,
-                allow_auto_create_topics=False,
+            self._consumer = new_reader(
+                self._brokers, "pushtrio-replay", max_poll_records=self._chunk_size
             )
             self._ranges = self._take_ranges(since_ms)
         except KafkaError as exc:

@@ -14,6 +14,14 @@ def state(b: CircuitBreaker) -> BreakerState:
     return b.state
 
 
+def opened(now: list[float], changes: list[tuple[str, BreakerState]]) -> CircuitBreaker:
+    """A breaker that MIN_CALLS failures have just opened."""
+    b = breaker(now, changes)
+    for _ in range(OPTIONS.min_calls):
+        b.record(False)
+    return b
+
+
 def breaker(now: list[float], changes: list[tuple[str, BreakerState]]) -> CircuitBreaker:
     return CircuitBreaker(
         "fcm", OPTIONS, clock=lambda: now[0], on_change=lambda n, s: changes.append((n, s))
@@ -47,9 +55,7 @@ def test_it_opens_at_the_failure_rate_and_refuses_calls_while_open() -> None:
 def test_half_open_lets_probes_through_and_closes_when_they_succeed() -> None:
     now: list[float] = [0.0]
     changes: list[tuple[str, BreakerState]] = []
-    b = breaker(now, changes)
-    for _ in range(4):
-        b.record(False)
+    b = opened(now, changes)
     now[0] = 30.0
     assert state(b) is BreakerState.HALF_OPEN
     assert b.allow()
@@ -70,9 +76,7 @@ def test_half_open_lets_probes_through_and_closes_when_they_succeed() -> None:
 def test_a_failed_probe_opens_it_again_for_another_period() -> None:
     now: list[float] = [0.0]
     changes: list[tuple[str, BreakerState]] = []
-    b = breaker(now, changes)
-    for _ in range(4):
-        b.record(False)
+    b = opened(now, changes)
     now[0] = 30.0
     assert b.allow()
     b.record(False)
@@ -100,9 +104,7 @@ def test_the_window_slides_so_old_failures_are_forgotten() -> None:
 
 def test_late_answers_while_open_change_nothing() -> None:
     now = [0.0]
-    b = breaker(now, [])
-    for _ in range(4):
-        b.record(False)
+    b = opened(now, [])
     b.record(True)
     b.record(True)
     assert state(b) is BreakerState.OPEN

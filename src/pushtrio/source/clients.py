@@ -2,8 +2,8 @@
 
 One place for the settings that decide how fast the service notices and survives
 what brokers do: sessions, reconnects after a restart, metadata refreshes (new
-partitions) and topic creation. The reader thread (:mod:`.kafka`) and the
-publisher (:mod:`.publisher`) build their clients from here.
+partitions) and topic creation. The reader thread (:mod:`.kafka`), the publisher
+(:mod:`.publisher`) and the dead-letter replay build their clients from here.
 """
 
 from __future__ import annotations
@@ -25,6 +25,21 @@ METADATA_MAX_AGE_MS = 10_000
 picked up within this time (kafka-python's default is 5 minutes)."""
 
 
+def _consumer(brokers: Sequence[str], **settings: Any) -> Any:
+    """A KafkaConsumer with the settings every pushtrio consumer shares, plus ``settings``."""
+    return KafkaConsumer(
+        bootstrap_servers=list(brokers),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        request_timeout_ms=CALL_TIMEOUT_MS * 3,
+        bootstrap_timeout_ms=CALL_TIMEOUT_MS,
+        reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
+        metadata_max_age_ms=METADATA_MAX_AGE_MS,
+        allow_auto_create_topics=False,
+        **settings,
+    )
+
+
 def new_consumer(brokers: Sequence[str], group: str, *, max_poll_records: int) -> Any:
     """A KafkaConsumer for ``group`` with manual commits; raises KafkaError if unreachable.
 
@@ -33,19 +48,18 @@ def new_consumer(brokers: Sequence[str], group: str, *, max_poll_records: int) -
     missing, not come back empty), though kafka-python 3.0 may still ask the broker
     to; see README.
     """
-    return KafkaConsumer(
-        bootstrap_servers=list(brokers),
+    return _consumer(
+        brokers,
         group_id=group,
         client_id=f"pushtrio-{group}",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
         max_poll_records=max_poll_records,
         partition_assignment_strategy=(CooperativeStickyAssignor,),
         session_timeout_ms=SESSION_TIMEOUT_MS,
         heartbeat_interval_ms=SESSION_TIMEOUT_MS // 4,
-        request_timeout_ms=CALL_TIMEOUT_MS * 3,
-        bootstrap_timeout_ms=CALL_TIMEOUT_MS,
-        reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
-        metadata_max_age_ms=METADATA_MAX_AGE_MS,
-        allow_auto_create_topics=False,
     )
+
+
+def new_reader(brokers: Sequence[str], client_id: str, *, max_poll_records: int) -> Any:
+    """A KafkaConsumer outside any group (it assigns partitions itself, never commits);
+    raises KafkaError if unreachable."""
+    return _consumer(brokers, group_id=None, client_id=client_id, max_poll_records=max_poll_records)
