@@ -144,7 +144,25 @@ def _parse_rate(raw: str) -> float:
     return value
 
 
+def _parse_failure_rate(raw: str) -> float:
+    value = _parse_rate(raw)
+    if value == 0:
+        raise ValueError("expected a number above 0, at most 1")
+    return value
+
+
+def choice(*values: str) -> Kind[str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in values:
+            raise ValueError(f"expected one of {', '.join(values)}")
+        return value
+
+    return Kind(parse)
+
+
 RATE = Kind(_parse_rate, repr)
+_FAILURE_RATE = Kind(_parse_failure_rate, repr)
 TEXT = Kind(str.strip)
 VERBATIM = Kind(lambda raw: raw, blank="kept")
 """Taken as it is, blank and surrounding spaces included (a password may have them)."""
@@ -283,10 +301,34 @@ class Settings:
         "MAX_QUEUE_SIZE", 1000, integer(1, 10_000_000), "records between reader and workers"
     )
     retry_attempts: int = setting(
-        "RETRY_ATTEMPTS", 3, integer(0, 100), "retries after the first attempt, if transient"
+        "RETRY_ATTEMPTS", 3, integer(0, 20), "retry tiers after the first attempt, if transient"
     )
     retry_delay_s: float = setting(
         "RETRY_DELAY", 1.0, duration(zero_ok=True), "base delay, doubled per retry (max 30s)"
+    )
+    rate_limit_policy: str = setting(
+        "RATE_LIMIT_POLICY",
+        "drop",
+        choice("drop", "defer"),
+        "drop: rate_limited at once; defer: deliver when the window frees a slot",
+    )
+    defer_max_s: float = setting(
+        "DEFER_MAX", HOUR_S, duration(maximum=30 * DAY_S), "longest deferral, else rate_limited"
+    )
+    breaker_failure_rate: float = setting(
+        "BREAKER_FAILURE_RATE", 0.5, _FAILURE_RATE, "failed share of calls that opens a breaker"
+    )
+    breaker_min_calls: int = setting(
+        "BREAKER_MIN_CALLS", 20, integer(1, 100_000), "calls in the window before it is judged"
+    )
+    breaker_open_for_s: float = setting(
+        "BREAKER_OPEN_FOR", 30.0, duration(), "how long an open breaker refuses calls"
+    )
+    breaker_max_park_s: float = setting(
+        "BREAKER_MAX_PARK",
+        HOUR_S,
+        duration(maximum=30 * DAY_S),
+        "longest wait for an open breaker, else failed",
     )
     port: int = setting("PORT", 8080, integer(0, 65535), "HTTP port (0 picks a free one)")
     host: str = setting("HOST", "127.0.0.1", _HOST, "bind address: an IP address or a host name")

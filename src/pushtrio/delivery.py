@@ -128,15 +128,19 @@ async def deliver(
 
 
 async def first_attempts(
-    provider: Provider, notifications: Sequence[Notification], *, timeout_s: float
+    provider: Provider,
+    notifications: Sequence[Notification],
+    *,
+    timeout_s: float,
+    attempt: int = 1,
 ) -> list[tuple[str, bool] | None]:
-    """The first attempt of many notifications in one provider call.
+    """Attempt number ``attempt`` of many notifications in one provider call.
 
     Per notification: None on success, else ``(error, permanent)``. Running out of
     ``timeout_s`` fails them all transiently. Cancellation propagates.
     """
     with trio.move_on_after(timeout_s):
-        results = await provider.send_many(notifications, 1)
+        results = await provider.send_many(notifications, attempt)
         return [
             None if exc is None else (exc.reason, isinstance(exc, PermanentProviderError))
             for exc in results

@@ -1,4 +1,8 @@
-"""The event hub: every outcome, live, to each WebSocket subscriber.
+"""The event hub: every outcome and intermediate event, live, to each WebSocket subscriber.
+
+Events are final outcomes (``delivered``...), intermediate steps of a notification
+(``retry_scheduled``, ``parked``, ``deferred``) and provider breaker changes
+(``{"event": "breaker", "provider", "state"}``, which carry no user).
 
 Delivery never waits for a subscriber. :meth:`EventHub.publish` is synchronous:
 it appends to each matching subscriber's own bounded buffer and returns. When a
@@ -16,22 +20,65 @@ Typical use in the feed handler::
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, Final
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
 
 import trio
 
-from .model import Outcome, OutcomeKind
+from .model import OutcomeKind
+from .schedule import StepKind
 
-__all__ = ["DEFAULT_CAPACITY", "EventHub", "Subscription", "parse_event_filter"]
+__all__ = [
+    "DEFAULT_CAPACITY",
+    "EVENT_KINDS",
+    "BreakerEvent",
+    "EventHub",
+    "FeedEvent",
+    "Subscription",
+    "parse_event_filter",
+]
 
 DEFAULT_CAPACITY: Final = 1000
 """Events a subscriber may fall behind by before its oldest are dropped."""
+EVENT_KINDS: Final = (
+    *(kind.value for kind in OutcomeKind),
+    *(kind.value for kind in StepKind),
+    "breaker",
+)
+"""Every event name a subscriber may ask for."""
 
 
-def parse_event_filter(events: str | Iterable[str] | None) -> frozenset[OutcomeKind] | None:
+class FeedEvent(Protocol):
+    """What the hub carries: an outcome, a step or a breaker change."""
+
+    @property
+    def event(self) -> str: ...
+
+    @property
+    def user_id(self) -> str: ...
+
+    def to_event(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerEvent:
+    """A provider's circuit breaker changed state; seen by subscribers of every user."""
+
+    provider: str
+    state: str
+    ts: float = field(default_factory=time.time)
+    event: str = "breaker"
+    user_id: str = ""
+
+    def to_event(self) -> dict[str, Any]:
+        return {"event": "breaker", "provider": self.provider, "state": self.state, "ts": self.ts}
+
+
+def parse_event_filter(events: str | Iterable[str] | None) -> frozenset[str] | None:
     """Normalise an event filter: ``None``, ``"delivered,failed"`` or an iterable of kinds.
 
     Returns None (no filter) when nothing is named. Raises ValueError naming the
@@ -40,16 +87,15 @@ def parse_event_filter(events: str | Iterable[str] | None) -> frozenset[OutcomeK
     if events is None:
         return None
     names = events.split(",") if isinstance(events, str) else events
-    kinds: set[OutcomeKind] = set()
+    kinds: set[str] = set()
     for name in names:
         name = name.strip()
         if not name:
             continue
-        try:
-            kinds.add(OutcomeKind(name))
-        except ValueError:
-            known = ", ".join(kind.value for kind in OutcomeKind)
-            raise ValueError(f"unknown event {name!r} (known: {known})") from None
+        if name not in EVENT_KINDS:
+            known = ", ".join(EVENT_KINDS)
+            raise ValueError(f"unknown event {name!r} (known: {known})")
+        kinds.add(name)
     return frozenset(kinds) or None
 
 
@@ -63,7 +109,7 @@ class Subscription:
         self,
         *,
         user_id: str | None,
-        events: frozenset[OutcomeKind] | None,
+        events: frozenset[str] | None,
         capacity: int,
     ) -> None:
         self.user_id = user_id
@@ -71,16 +117,17 @@ class Subscription:
         self.capacity = capacity
         self.dropped_total = 0
         """Events this subscriber lost to overflow, over its whole life."""
-        self._buffer: deque[Outcome] = deque(maxlen=capacity)
+        self._buffer: deque[FeedEvent] = deque(maxlen=capacity)
         self._dropped = 0
         self._lot = trio.lowlevel.ParkingLot()
         self._ended = False  # the hub closed: drain the buffer, then EndOfChannel
         self._closed = False  # unsubscribed: ClosedResourceError
 
-    def matches(self, outcome: Outcome) -> bool:
-        """Whether ``outcome`` passes this subscriber's filters."""
-        return (self.user_id is None or outcome.user_id == self.user_id) and (
-            self.events is None or outcome.event in self.events
+    def matches(self, event: FeedEvent) -> bool:
+        """Whether ``event`` passes this subscriber's filters (a breaker change has no
+        user: only subscribers of every user see it)."""
+        return (self.user_id is None or event.user_id == self.user_id) and (
+            self.events is None or event.event in self.events
         )
 
     @property
@@ -139,7 +186,7 @@ class Subscription:
         except trio.EndOfChannel:
             raise StopAsyncIteration from None
 
-    def _push(self, outcome: Outcome) -> None:
+    def _push(self, outcome: FeedEvent) -> None:
         if len(self._buffer) == self.capacity:
             self._dropped += 1
             self.dropped_total += 1
@@ -177,7 +224,7 @@ class EventHub:
     def closed(self) -> bool:
         return self._closed
 
-    def publish(self, outcomes: Iterable[Outcome]) -> None:
+    def publish(self, outcomes: Iterable[FeedEvent]) -> None:
         """Offer outcomes to every subscriber whose filters match, in order.
 
         Never blocks and never awaits; a full buffer drops its oldest event. With

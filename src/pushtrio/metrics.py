@@ -18,7 +18,7 @@ import math
 import time
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final, Protocol
 
 from prometheus_client import (
@@ -37,6 +37,10 @@ from prometheus_client.core import (
 )
 
 from .model import Outcome, OutcomeKind
+from .providers.breaker import BreakerState
+from .schedule import Step, StepKind
+
+BREAKER_STATES: Final = tuple(state.value for state in BreakerState)
 
 __all__ = [
     "LATENCY_BUCKETS_S",
@@ -119,6 +123,8 @@ class Metrics:
         # provider -> [delivered, failed]; lists so the hot path mutates in place.
         self._providers: dict[str, list[int]] = {name: [0, 0] for name in providers}
         self._retries = 0
+        self._steps: dict[StepKind, int] = dict.fromkeys(StepKind, 0)
+        self._breakers: Callable[[], Mapping[str, tuple[str, int]]] = dict
         self._latencies_ms: deque[float] = deque(maxlen=latency_window)
         # Per-bucket (not yet cumulative) counts; the last slot is +Inf.
         self._bucket_counts = [0] * (len(_BUCKET_BOUNDS_MS) + 1)
@@ -174,6 +180,20 @@ class Metrics:
         finally:
             self._latency_sum_ms += latency_sum
             self._retries += retries
+
+    def record_steps(self, steps: Iterable[Step]) -> None:
+        """Count notifications written to a delay topic (retry tiers, park, defer)."""
+        counts = self._steps
+        for step in steps:
+            counts[step.kind] += 1
+
+    def steps(self, kind: StepKind) -> int:
+        """How many steps of ``kind`` were recorded."""
+        return self._steps[kind]
+
+    def bind_breakers(self, states: Callable[[], Mapping[str, tuple[str, int]]]) -> None:
+        """Register what reports each provider's breaker: its state and transitions."""
+        self._breakers = states
 
     def record_outcome(self, outcome: Outcome) -> None:
         """Count one outcome (see :meth:`record_outcomes`)."""
@@ -252,6 +272,13 @@ class Metrics:
             "expired_messages": counts[OutcomeKind.EXPIRED],
             "duplicate_messages": counts[OutcomeKind.DUPLICATE],
             "retried_attempts": self._retries,
+            "retry_scheduled_messages": self._steps[StepKind.RETRY_SCHEDULED],
+            "parked_messages": self._steps[StepKind.PARKED],
+            "deferred_messages": self._steps[StepKind.DEFERRED],
+            "breakers": {
+                name: {"state": state, "transitions": transitions}
+                for name, (state, transitions) in sorted(self._breakers().items())
+            },
             "queue_size": self._queue_size(),
             "in_flight": self._in_flight(),
             "worker_count": self.worker_count,
@@ -311,6 +338,32 @@ class _Collector:
             "Provider attempts that were retries of a transient failure.",
             value=snapshot["retried_attempts"],
         )
+        for step, documentation in (
+            ("retry_scheduled", "Notifications written to a retry tier."),
+            ("parked", "Notifications parked while their provider's breaker was open."),
+            ("deferred", "Notifications deferred until their user's window had room."),
+        ):
+            yield CounterMetricFamily(
+                f"pushtrio_{step}_messages",
+                documentation,
+                value=snapshot[f"{step}_messages"],
+            )
+        breaker_state = GaugeMetricFamily(
+            "pushtrio_breaker_state",
+            "1 for the state each provider's circuit breaker is in, 0 for the others.",
+            labels=["provider", "state"],
+        )
+        breaker_changes = CounterMetricFamily(
+            "pushtrio_breaker_transitions",
+            "State changes of each provider's circuit breaker.",
+            labels=["provider"],
+        )
+        for name, breaker in snapshot["breakers"].items():
+            for state in BREAKER_STATES:
+                breaker_state.add_metric([name, state], float(breaker["state"] == state))
+            breaker_changes.add_metric([name], breaker["transitions"])
+        yield breaker_state
+        yield breaker_changes
         per_provider = CounterMetricFamily(
             "pushtrio_provider_outcomes",
             "Deliveries and permanent failures per provider.",

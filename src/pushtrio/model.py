@@ -14,6 +14,7 @@ import enum
 import functools
 import hashlib
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ import orjson
 
 from .errors import InvalidNotification, NotificationTooLarge
 from .provider_names import PROVIDERS
+from .records import Record
 
 MAX_RECORD_BYTES = 64 * 1024
 """Largest accepted record or request body, in bytes."""
@@ -115,6 +117,32 @@ class Outcome:
             "error": self.error or None,
             "ts": self.ts,
         }
+
+
+def outcome_of(
+    kind: OutcomeKind,
+    notification: Notification,
+    record: Record,
+    *,
+    attempts: int = 0,
+    error: str = "",
+    started: float | None = None,
+) -> Outcome:
+    """The outcome of ``notification`` read in ``record``; latency since ``started``
+    (``time.monotonic()``), when given."""
+    return Outcome(
+        kind,
+        notification.id,
+        user_id=notification.user_id,
+        provider=notification.provider,
+        priority=notification.priority,
+        attempts=attempts,
+        latency_ms=0.0 if started is None else (time.monotonic() - started) * 1000,
+        error=error,
+        ts=time.time(),
+        partition=record.partition,
+        offset=record.offset,
+    )
 
 
 def format_time(moment: datetime) -> str:

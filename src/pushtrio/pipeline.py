@@ -1,26 +1,30 @@
-"""The worker pipeline: every record in, exactly one outcome out.
+"""The worker pipeline: every record in, exactly one outcome out (or a later one).
 
-  record_recv ─> workers (WORKER_COUNT, a batch at a time) ──────> settle_recv ─> settler
-                decode + validate, expired?, duplicate?,        ^               │
-                rate limit, first attempt: one provider call    │               ├─> sinks (metrics,
-                per provider                                    │               │   feed, logs)
-                └── transient failures ─> retry tasks ──────────┘               └─> settle (source)
+  record_recv ─> workers (WORKER_COUNT, a batch at a time) ──> settle_recv ─> settler
+                decode + validate, expired?, duplicate?,             │
+                breaker open? ─> park, rate limited? ─> defer,       ├─> dead letters and
+                one provider call per provider:                      │   delay topics
+                  transient failure ─> retry tier                    ├─> sinks (metrics,
+                                                                     │   feed, logs)
+                                                                     └─> settle (source)
 
 Workers take records in batches of up to ``batch_size`` (one worker at a time waits
 on the channel, so a batch holds all that is there, not one record per idle worker):
-one dedup look-up, one limiter round trip and one
-provider call per provider per batch (as FCM's batch send and APNs's multiplexed
-HTTP/2 streams do). A notification that fails transiently is retried in a task of
-its own (bounded by ``max_in_flight``), so back-off waits never hold up a worker.
-Delivered ids are recorded for dedup by the worker right after the provider call,
-which keeps the crash window for a second delivery short. The settler takes
-outcomes in bulk: it writes dead letters, hands the outcomes to every sink (metrics,
-the live feed, the logs: each a plain callable) and only then settles the records
-with the source, which lets their offsets be committed. Outcomes flow one way: the
-pipeline knows neither the service nor what its sinks do.
+one dedup look-up, one limiter round trip and one provider call per provider per
+batch (as FCM's batch send and APNs's multiplexed HTTP/2 streams do). Nothing waits
+in memory: a notification that cannot go out now (a transient failure, an open
+circuit breaker, a full rate-limit window with RATE_LIMIT_POLICY=defer) becomes a
+:class:`~pushtrio.schedule.Step`, a write to a delay topic that the source reads
+back when it is due (see :mod:`.scheduler`). Delivered ids are recorded for dedup
+by the worker right after the provider call, which keeps the crash window for a
+second delivery short. The settler takes results in bulk: it writes dead letters
+and delay-topic records, hands outcomes and steps to the sinks (metrics, the live
+feed, the logs: each a plain callable) and only then settles the records with the
+source, which lets their offsets be committed. Results flow one way: the pipeline
+knows neither the service nor what its sinks do.
 
-A backend that is down (Redis, the dead-letter topic) stalls the affected stage with
-back-off instead of losing or wrongly passing messages; it resumes by itself.
+A backend that is down (Redis, the broker) stalls the affected stage with back-off
+instead of losing or wrongly passing messages; it resumes by itself.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import trio
 from .backend_calls import BackendCalls
 from .dead_letter import dead_letter
 from .dedup import DedupStore
-from .delivery import deliver, first_attempts
+from .delivery import first_attempts
 from .errors import InvalidNotification
 from .limiter import Limiter
 from .model import (
@@ -45,19 +49,27 @@ from .model import (
     Outcome,
     OutcomeKind,
     fallback_id,
+    outcome_of,
     parse_notification,
     peek_id,
     peek_user_id,
 )
 from .providers.base import Provider
+from .providers.breaker import CircuitBreaker
 from .records import Batch, Publisher, Record, origin
+from .schedule import Step, steps_by_topic, waiting
+from .scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
 Settled = list[tuple[Record, Outcome]]
+Moved = list[tuple[Record, Step]]
+Finished = tuple[Settled, Moved]
 Candidates = list[tuple[Record, Notification]]
 OutcomeSink = Callable[[Sequence[Outcome]], None]
 """Receives every settled group of outcomes, in the trio thread; must not block."""
+StepSink = Callable[[Sequence[Step]], None]
+"""Receives every group of notifications written to a delay topic; must not block."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +78,7 @@ class PipelineOptions:
     batch_size: int
     """Most records a worker takes at once."""
     max_in_flight: int
-    retry_attempts: int
-    retry_delay_s: float
+    """Results waiting for the settler, at most."""
     provider_timeout_s: float
     dlq_topic: str
 
@@ -82,22 +93,27 @@ class Pipeline:
         limiter: Limiter,
         dedup: DedupStore,
         providers: dict[str, Provider],
+        scheduler: Scheduler,
+        breakers: dict[str, CircuitBreaker] | None = None,
         dead_letters: Publisher,
         sinks: Iterable[OutcomeSink],
+        step_sinks: Iterable[StepSink] = (),
         settle: Callable[[Sequence[Record]], None],
     ) -> None:
         self._options = options
         self._limiter = limiter
         self._dedup = dedup
         self._providers = providers
+        self._scheduler = scheduler
+        self._breakers = breakers or {}
         self._dead_letters = dead_letters
         self._sinks = tuple(sinks)
+        self._step_sinks = tuple(step_sinks)
         self._settle = settle
-        self._slots = trio.Semaphore(options.max_in_flight)
         self._taking = trio.Lock()  # one worker at a time waits on the channel
         self._claims: dict[str, Record] = {}
         self.backend = BackendCalls()
-        """Every Redis and dead-letter call goes through it: retried until it passes;
+        """Every Redis and publisher call goes through it: retried until it passes;
         its ``last_backend_error`` and ``misconfigured_since`` say how it goes."""
 
     async def serve(
@@ -106,28 +122,27 @@ class Pipeline:
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Run workers, deliveries and the settler until ``record_recv`` is closed and drained.
+        """Run workers and the settler until ``record_recv`` is closed and drained.
 
         Returns once every record taken has been settled. On cancellation the
         unsettled records stay uncommitted and will be read again.
         """
-        settle_send, settle_recv = trio.open_memory_channel[Settled](self._options.max_in_flight)
+        settle_send, settle_recv = trio.open_memory_channel[Finished](self._options.max_in_flight)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._run_settler, settle_recv)
             async with settle_send, record_recv, trio.open_nursery() as work:
                 for _ in range(self._options.worker_count):
-                    work.start_soon(self._run_worker, record_recv.clone(), settle_send, work)
+                    work.start_soon(self._run_worker, record_recv.clone(), settle_send)
                 task_status.started()
 
     async def _run_worker(
         self,
         record_recv: trio.MemoryReceiveChannel[Record],
-        settle_send: trio.MemorySendChannel[Settled],
-        work: trio.Nursery,
+        settle_send: trio.MemorySendChannel[Finished],
     ) -> None:
         async with record_recv:
             while batch := await self._take_batch(record_recv):
-                await self._process_batch(batch, settle_send, work)
+                await self._process_batch(batch, settle_send)
 
     async def _take_batch(self, record_recv: trio.MemoryReceiveChannel[Record]) -> Batch:
         """Wait for a record, then take what else is there, up to ``batch_size``.
@@ -148,20 +163,20 @@ class Pipeline:
             return batch
 
     async def _process_batch(
-        self, batch: Batch, settle_send: trio.MemorySendChannel[Settled], work: trio.Nursery
+        self, batch: Batch, settle_send: trio.MemorySendChannel[Finished]
     ) -> None:
         started = time.monotonic()
         settled, candidates = self._screen(batch, started)
+        moved: Moved = []
         if candidates:
-            refused, to_deliver = await self._admit(candidates, started)
-            finished, retries = await self._deliver_batch(to_deliver, started)
-            settled += refused + finished
-            for record, notification in retries:
-                await self._slots.acquire()
-                work.start_soon(self._retry, record, notification, settle_send, started)
+            fresh = await self._look_up(candidates, settled, started)
+            callable_ = self._gate(fresh, settled, moved, started)
+            allowed = await self._limit(callable_, settled, moved, started)
+            await self._deliver_batch(allowed, settled, moved, started)
         if settled:
             await self._remember_delivered(settled)
-            await settle_send.send(settled)
+        if settled or moved:
+            await settle_send.send((settled, moved))
 
     def _screen(self, batch: Batch, started: float) -> tuple[Settled, Candidates]:
         """Decode and validate; settle the invalid, expired and in-flight copies at once.
@@ -174,7 +189,7 @@ class Pipeline:
         candidates: Candidates = []
         ids_in_batch: set[str] = set()
         for record in batch:
-            # A replayed record keeps the id its first copy had, so dedup knows it.
+            # A record written again (a delay topic, a replay) keeps its first id.
             default_id = partial(fallback_id, *origin(record))
             try:
                 notification = parse_notification(record.value, default_id=default_id)
@@ -183,10 +198,16 @@ class Pipeline:
                 settled.append((record, self._invalid(record, own_id, exc)))
                 continue
             if notification.is_expired(now):
-                outcome = _outcome(OutcomeKind.EXPIRED, notification, record, started=started)
+                outcome = outcome_of(
+                    OutcomeKind.EXPIRED,
+                    notification,
+                    record,
+                    attempts=waiting(record).attempts,
+                    started=started,
+                )
                 settled.append((record, outcome))
             elif notification.id in ids_in_batch or self._claimed_by_other(notification.id, record):
-                outcome = _outcome(OutcomeKind.DUPLICATE, notification, record, started=started)
+                outcome = outcome_of(OutcomeKind.DUPLICATE, notification, record, started=started)
                 settled.append((record, outcome))
             else:
                 ids_in_batch.add(notification.id)
@@ -195,34 +216,59 @@ class Pipeline:
             self._claims[notification.id] = record
         return settled, candidates
 
-    async def _admit(self, candidates: Candidates, started: float) -> tuple[Settled, Candidates]:
-        """Dedup look-up, then the rate limit, one round trip each.
-
-        Returns the outcomes of the refused (duplicate, rate-limited) and what may go out.
-        """
+    async def _look_up(
+        self, candidates: Candidates, settled: Settled, started: float
+    ) -> Candidates:
+        """One dedup round trip: the duplicates are settled, the rest returned."""
         seen = await self.backend.call(
             "dedup look-up", lambda: self._dedup.seen_many([n.id for _, n in candidates])
         )
-        settled: Settled = []
         fresh = []
         for (record, notification), was_seen in zip(candidates, seen, strict=True):
             if was_seen:
-                outcome = _outcome(OutcomeKind.DUPLICATE, notification, record, started=started)
+                outcome = outcome_of(OutcomeKind.DUPLICATE, notification, record, started=started)
                 settled.append((record, outcome))
             else:
                 fresh.append((record, notification))
-        allowed = await self.backend.call(
-            "rate limit",
-            lambda: self._limiter.acquire_many([(n.user_id, n.id) for _, n in fresh]),
-        )
-        to_deliver = []
-        for (record, notification), ok in zip(fresh, allowed, strict=True):
-            if ok:
-                to_deliver.append((record, notification))
+        return fresh
+
+    def _gate(
+        self, candidates: Candidates, settled: Settled, moved: Moved, started: float
+    ) -> Candidates:
+        """Park the notifications whose provider's breaker refuses calls now."""
+        breakers = self._breakers
+        if not breakers:
+            return candidates
+        passed = []
+        for record, notification in candidates:
+            breaker = breakers.get(notification.provider)
+            if breaker is None or breaker.allow():
+                passed.append((record, notification))
             else:
-                outcome = _outcome(OutcomeKind.RATE_LIMITED, notification, record, started=started)
-                settled.append((record, outcome))
-        return settled, to_deliver
+                _place(
+                    self._scheduler.park(record, notification, breaker, started),
+                    record,
+                    settled,
+                    moved,
+                )
+        return passed
+
+    async def _limit(
+        self, candidates: Candidates, settled: Settled, moved: Moved, started: float
+    ) -> Candidates:
+        """One limiter round trip: the refused are deferred or settled, the rest returned."""
+        waits = await self.backend.call(
+            "rate limit",
+            lambda: self._limiter.decide_many([(n.user_id, n.id) for _, n in candidates]),
+        )
+        allowed = []
+        for (record, notification), wait_s in zip(candidates, waits, strict=True):
+            if wait_s <= 0:
+                allowed.append((record, notification))
+            else:
+                result = self._scheduler.defer(record, notification, wait_s, started)
+                _place(result, record, settled, moved)
+        return allowed
 
     def _claimed_by_other(self, message_id: str, record: Record) -> bool:
         """Whether another record holding ``message_id`` is in flight here.
@@ -250,61 +296,69 @@ class Pipeline:
         if delivered:
             await self.backend.call("dedup record", lambda: self._dedup.remember_many(delivered))
 
-    async def _deliver_batch(self, items: Candidates, started: float) -> tuple[Settled, Candidates]:
-        """First attempts, one provider call per provider, concurrently.
-
-        Returns the finished outcomes and what is worth a retry.
-        """
-        by_provider: dict[str, Candidates] = {}
+    async def _deliver_batch(
+        self, items: Candidates, settled: Settled, moved: Moved, started: float
+    ) -> None:
+        """One provider call per provider and attempt number, concurrently."""
+        groups: dict[tuple[str, int], Candidates] = {}
         for record, notification in items:
-            by_provider.setdefault(notification.provider, []).append((record, notification))
-        if not by_provider:
-            return [], []
-        if len(by_provider) == 1:
-            [(name, group)] = by_provider.items()
-            return await self._first_attempt(name, group, started)
-        results: dict[str, tuple[Settled, Candidates]] = {}
-
-        async def attempt(name: str, group: Candidates) -> None:
-            results[name] = await self._first_attempt(name, group, started)
-
+            attempt = waiting(record).attempts + 1
+            groups.setdefault((notification.provider, attempt), []).append((record, notification))
+        if len(groups) == 1:
+            [((name, attempt), group)] = groups.items()
+            await self._attempt(name, attempt, group, settled, moved, started)
+            return
         async with trio.open_nursery() as nursery:
-            for name, group in by_provider.items():
-                nursery.start_soon(attempt, name, group)
-        settled: Settled = []
-        retries: Candidates = []
-        for finished, again in results.values():
-            settled += finished
-            retries += again
-        return settled, retries
+            for (name, attempt), group in groups.items():
+                nursery.start_soon(self._attempt, name, attempt, group, settled, moved, started)
 
-    async def _first_attempt(
-        self, name: str, group: Candidates, started: float
-    ) -> tuple[Settled, Candidates]:
-        """One provider call for ``group``; returns its finished outcomes and its retries."""
+    async def _attempt(
+        self,
+        name: str,
+        attempt: int,
+        group: Candidates,
+        settled: Settled,
+        moved: Moved,
+        started: float,
+    ) -> None:
+        """One provider call for ``group``: outcomes to ``settled``, retries to ``moved``."""
         provider = self._providers[name]
-        notifications = [n for _, n in group]
+        breaker = self._breakers.get(name)
         try:
             results = await first_attempts(
-                provider, notifications, timeout_s=self._options.provider_timeout_s
+                provider,
+                [n for _, n in group],
+                timeout_s=self._options.provider_timeout_s,
+                attempt=attempt,
             )
         except Exception as exc:  # the per-message boundary, for a whole provider call
             log.exception("provider %s crashed", name)
             results = [(f"internal error: {exc!r}", True)] * len(group)
-        can_retry = self._options.retry_attempts > 0
-        settled: Settled = []
-        retries: Candidates = []
         for (record, notification), failure in zip(group, results, strict=True):
             if failure is None:
-                kind, error = OutcomeKind.DELIVERED, ""
-            elif can_retry and not failure[1]:
-                retries.append((record, notification))
+                if breaker is not None:
+                    breaker.record(True)
+                outcome = outcome_of(
+                    OutcomeKind.DELIVERED, notification, record, attempts=attempt, started=started
+                )
+                settled.append((record, outcome))
                 continue
-            else:
-                kind, error = OutcomeKind.FAILED, failure[0]
-            outcome = _outcome(kind, notification, record, attempts=1, error=error, started=started)
-            settled.append((record, outcome))
-        return settled, retries
+            error, permanent = failure
+            if permanent:
+                outcome = outcome_of(
+                    OutcomeKind.FAILED,
+                    notification,
+                    record,
+                    attempts=attempt,
+                    error=error,
+                    started=started,
+                )
+                settled.append((record, outcome))
+                continue
+            if breaker is not None:
+                breaker.record(False)
+            result = self._scheduler.after_failure(record, notification, attempt, error, started)
+            _place(result, record, settled, moved)
 
     def _invalid(self, record: Record, default_id: str, exc: InvalidNotification) -> Outcome:
         reason = exc.reason if exc.field is None else f"{exc.field}: {exc.reason}"
@@ -318,85 +372,55 @@ class Pipeline:
             offset=record.offset,
         )
 
-    async def _retry(
-        self,
-        record: Record,
-        notification: Notification,
-        settle_send: trio.MemorySendChannel[Settled],
-        started: float,
-    ) -> None:
-        """Retries after a transient first failure, in a task of their own (back-off waits)."""
-        try:
-            provider = self._providers[notification.provider]
-            result = await deliver(
-                provider,
-                notification,
-                retry_attempts=self._options.retry_attempts,
-                retry_delay_s=self._options.retry_delay_s,
-                timeout_s=self._options.provider_timeout_s,
-                start_attempt=2,
-            )
-            kind = OutcomeKind.DELIVERED if result.ok else OutcomeKind.FAILED
-            attempts, error = result.attempts, result.error
-        except Exception as exc:  # the per-message boundary: record, log, go on
-            log.exception("delivery of %s crashed", notification.id)
-            kind, attempts, error = OutcomeKind.FAILED, 1, f"internal error: {exc!r}"
-        finally:
-            self._slots.release()
-        outcome = _outcome(
-            kind, notification, record, attempts=attempts, error=error, started=started
-        )
-        await settle_send.send([(record, outcome)])
-
-    async def _run_settler(self, settle_recv: trio.MemoryReceiveChannel[Settled]) -> None:
+    async def _run_settler(self, settle_recv: trio.MemoryReceiveChannel[Finished]) -> None:
         async with settle_recv:
-            async for first in settle_recv:
-                settled = list(first)
-                while len(settled) < 5000:
+            async for first_settled, first_moved in settle_recv:
+                settled, moved = list(first_settled), list(first_moved)
+                while len(settled) + len(moved) < 5000:
                     try:
-                        settled.extend(settle_recv.receive_nowait())
+                        more_settled, more_moved = settle_recv.receive_nowait()
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
-                await self._finish(settled)
+                    settled += more_settled
+                    moved += more_moved
+                await self._finish(settled, moved)
 
-    async def _finish(self, settled: Settled) -> None:
-        # Deliveries that took retries come one by one: recorded here, in bulk.
-        await self._remember_delivered([(r, o) for r, o in settled if o.attempts > 1])
+    async def _finish(self, settled: Settled, moved: Moved) -> None:
+        """Write dead letters and delay-topic records, tell the sinks, then settle.
+
+        The writes are acknowledged before the records are settled: a crash in
+        between reads them again (a copy in a delay topic then finds itself a
+        duplicate or goes out once more: at least once, never lost).
+        """
         letters = [dead_letter(r, o) for r, o in settled if o.event.dead_letter]
         if letters:
             topic = self._options.dlq_topic
             await self.backend.call(
                 "dead-letter write", lambda: self._dead_letters.publish_many(topic, letters)
             )
-        outcomes = [o for _, o in settled]
+        steps = [step for _, step in moved]
+        for topic, messages in steps_by_topic(steps):
+            await self.backend.call(
+                f"write to {topic}",
+                partial(self._dead_letters.publish_many, topic, messages),
+            )
         claims = self._claims
-        for record, outcome in settled:
-            if claims.get(outcome.id) is record:
-                del claims[outcome.id]
-        for sink in self._sinks:
-            sink(outcomes)
-        self._settle([r for r, _ in settled])
+        for record, message_id in [(r, o.id) for r, o in settled] + [(r, s.id) for r, s in moved]:
+            if claims.get(message_id) is record:
+                del claims[message_id]
+        if settled:
+            outcomes = [o for _, o in settled]
+            for sink in self._sinks:
+                sink(outcomes)
+        if steps:
+            for step_sink in self._step_sinks:
+                step_sink(steps)
+        self._settle([r for r, _ in settled] + [r for r, _ in moved])
 
 
-def _outcome(
-    kind: OutcomeKind,
-    notification: Notification,
-    record: Record,
-    *,
-    attempts: int = 0,
-    error: str = "",
-    started: float | None = None,
-) -> Outcome:
-    return Outcome(
-        kind,
-        notification.id,
-        user_id=notification.user_id,
-        provider=notification.provider,
-        priority=notification.priority,
-        attempts=attempts,
-        latency_ms=0.0 if started is None else (time.monotonic() - started) * 1000,
-        error=error,
-        ts=time.time(),
-        partition=record.partition,
-        offset=record.offset,
-    )
+def _place(result: Step | Outcome, record: Record, settled: Settled, moved: Moved) -> None:
+    """Append ``result`` to the list it belongs to."""
+    if isinstance(result, Step):
+        moved.append((record, result))
+    else:
+        settled.append((record, result))

@@ -194,3 +194,97 @@ async def test_unreachable_redis_is_a_backend_error() -> None:
                     await limiter.check()
         finally:
             client.close()
+
+
+# decide_many: the same decisions, and for a refusal the wait until a slot frees.
+
+
+async def test_decide_many_waits_until_the_oldest_entry_leaves_by_redis_time(
+    client: redis.Redis,
+) -> None:
+    # Seed the log by Redis's own clock, so the expected wait is known to the microsecond.
+    window_us = 10_000_000
+    limiter = RedisLimiter(client, limit=2, window_s=window_us / 1_000_000)
+    key = rate_limit_key("heidi")
+    seeded_us = _server_time_us(client)
+    oldest_us, newer_us = seeded_us - 9_000_000, seeded_us - 4_000_000
+    client.zadd(key, {"oldest": oldest_us, "newer": newer_us, "gone": seeded_us - 10_500_000})
+    with trio.fail_after(DEADLINE_S):
+        before_us = _server_time_us(client)
+        waits = await limiter.decide_many([("heidi", "m1"), ("heidi", "newer")])
+        after_us = _server_time_us(client)
+
+    wait_us = round(waits[0] * 1_000_000)
+    assert waits[0] == wait_us / 1_000_000
+    assert oldest_us + window_us + 1 - after_us <= wait_us <= oldest_us + window_us + 1 - before_us
+    assert waits[1] == 0.0
+    assert client.zcard(key) == 2
+
+
+async def test_decide_many_refusal_wait_frees_the_slot_of_a_short_window(
+    client: redis.Redis,
+) -> None:
+    limiter = RedisLimiter(client, limit=2, window_s=0.3)
+    with trio.fail_after(DEADLINE_S):
+        waits = await limiter.decide_many([("ivan", "m1"), ("ivan", "m2"), ("ivan", "m3")])
+        assert waits[:2] == [0.0, 0.0]
+        assert 0.0 < waits[2] <= (300_000 + 1) / 1_000_000
+
+        # Sleeping for the wait is the behaviour under test: then the slot is free.
+        await trio.sleep(waits[2])
+        assert await limiter.decide_many([("ivan", "m3")]) == [0.0]
+        # m2 may have left by now too (it came microseconds after m1): m5 is refused.
+        *_, wait = await limiter.decide_many([("ivan", "m4"), ("ivan", "m5")])
+        assert 0.0 < wait <= (300_000 + 1) / 1_000_000
+
+
+async def test_decide_many_for_a_message_id_already_in_the_window_is_zero(
+    client: redis.Redis,
+) -> None:
+    limiter = RedisLimiter(client, limit=2, window_s=60.0)
+    with trio.fail_after(DEADLINE_S):
+        assert await limiter.decide_many([("judy", "m1"), ("judy", "m2")]) == [0.0, 0.0]
+        waits = await limiter.decide_many([("judy", "m3"), ("judy", "m1"), ("judy", "m2")])
+        assert 59.0 < waits[0] <= 60.000001
+        assert waits[1:] == [0.0, 0.0]
+        assert (await limiter.status("judy")).used == 2
+
+
+async def test_decide_many_and_acquire_many_share_one_window(client: redis.Redis) -> None:
+    limiter = RedisLimiter(client, limit=2, window_s=60.0)
+    with trio.fail_after(DEADLINE_S):
+        assert await limiter.acquire_many([("kim", "m1")]) == [True]
+        assert await limiter.decide_many([("kim", "m2")]) == [0.0]
+        assert await limiter.acquire_many([("kim", "m3"), ("kim", "m2")]) == [False, True]
+        [wait] = await limiter.decide_many([("kim", "m3")])
+        assert 59.0 < wait <= 60.000001
+        assert client.zcard(rate_limit_key("kim")) == 2
+
+
+async def test_decide_many_over_a_lowered_limit_waits_until_it_is_under_the_limit(
+    client: redis.Redis,
+) -> None:
+    window_us = 10_000_000
+    limiter = RedisLimiter(client, limit=1, window_s=window_us / 1_000_000)
+    key = rate_limit_key("leo")
+    seeded_us = _server_time_us(client)
+    # Three entries (as if another process had a limit of 3): one slot frees once
+    # all three have left, i.e. when the newest does.
+    client.zadd(key, {"a": seeded_us - 9_000_000, "b": seeded_us - 5_000_000, "c": seeded_us})
+    with trio.fail_after(DEADLINE_S):
+        [wait] = await limiter.decide_many([("leo", "new")])
+        after_us = _server_time_us(client)
+    assert seeded_us + window_us + 1 - after_us <= round(wait * 1_000_000)
+    assert wait <= (window_us + 1) / 1_000_000
+
+
+async def test_decide_many_after_redis_lost_the_script(client: redis.Redis) -> None:
+    limiter = RedisLimiter(client, limit=1, window_s=60.0)
+    with trio.fail_after(DEADLINE_S):
+        client.script_flush()
+        assert await limiter.decide_many([("mallory", "m1")]) == [0.0]
+        client.script_flush()
+        waits = await limiter.decide_many([("mallory", "m2"), ("mallory", "m1")])
+        assert 59.0 < waits[0] <= 60.000001
+        assert waits[1] == 0.0
+        assert await limiter.decide_many([]) == []

@@ -157,3 +157,114 @@ async def test_default_clock_is_trio_time(autojump_clock: trio.testing.MockClock
 def test_rejects_bad_parameters(limit: int, window_s: float) -> None:
     with pytest.raises(ValueError, match="must be"):
         MemoryLimiter(limit=limit, window_s=window_s)
+
+
+# decide_many: the same decisions, and for a refusal the wait until a slot frees.
+
+MICROSECOND = 1e-6
+
+
+async def test_decide_many_is_zero_when_allowed_and_the_wait_when_refused(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    limiter = MemoryLimiter(limit=2, window_s=WINDOW_S)
+    assert await limiter.decide_many([("u", "m1")]) == [0.0]
+    await trio.sleep(3.0)
+    assert await limiter.decide_many([("u", "m2")]) == [0.0]
+    await trio.sleep(2.0)
+    # The oldest entry is 5 s old: it is strictly older than the window in 5 s + 1 µs.
+    [wait] = await limiter.decide_many([("u", "m3")])
+    assert wait == pytest.approx(5.0 + MICROSECOND, abs=1e-9)
+    assert 0.0 < wait <= WINDOW_S + MICROSECOND
+    assert (await limiter.status("u")).used == 2
+
+
+async def test_decide_many_waits_a_window_for_an_entry_taken_at_the_same_instant(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    limiter = MemoryLimiter(limit=1, window_s=WINDOW_S)
+    waits = await limiter.decide_many([("u", "a"), ("u", "b"), ("v", "a"), ("u", "a")])
+    assert waits == [0.0, pytest.approx(WINDOW_S + MICROSECOND, abs=1e-9), 0.0, 0.0]
+
+
+async def test_waiting_the_returned_wait_frees_the_slot(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    limiter = MemoryLimiter(limit=2, window_s=WINDOW_S)
+    await limiter.decide_many([("u", "m1")])
+    await trio.sleep(4.0)
+    await limiter.decide_many([("u", "m2")])
+    [wait] = await limiter.decide_many([("u", "m3")])
+    start = trio.current_time()
+
+    # A microsecond short of it, the oldest entry's age is still within the window.
+    await trio.sleep_until(start + wait - 2 * MICROSECOND)
+    [short] = await limiter.decide_many([("u", "m3")])
+    assert 0.0 < short <= 2 * MICROSECOND + 1e-9
+
+    # On it, m1 has left; m2 (taken 4 s after m1) leaves 4 s later.
+    await trio.sleep_until(start + wait)
+    assert await limiter.decide_many([("u", "m3"), ("u", "m4")]) == [
+        0.0,
+        pytest.approx(4.0, abs=1e-9),
+    ]
+
+
+async def test_decide_many_for_a_message_id_already_in_the_window_is_zero(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    limiter = MemoryLimiter(limit=2, window_s=WINDOW_S)
+    assert await limiter.decide_many([("u", "m1"), ("u", "m2")]) == [0.0, 0.0]
+    await trio.sleep(1.0)
+    waits = await limiter.decide_many([("u", "m3"), ("u", "m1"), ("u", "m2")])
+    assert waits == [pytest.approx(WINDOW_S - 1.0 + MICROSECOND, abs=1e-9), 0.0, 0.0]
+    assert (await limiter.status("u")).used == 2
+
+
+async def test_decide_many_and_acquire_many_share_the_window(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    limiter = MemoryLimiter(limit=2, window_s=WINDOW_S)
+    assert await limiter.acquire_many([("u", "m1")]) == [True]
+    await trio.sleep(1.0)
+    assert await limiter.decide_many([("u", "m2")]) == [0.0]
+    assert await limiter.acquire_many([("u", "m3"), ("u", "m2")]) == [False, True]
+    [wait] = await limiter.decide_many([("u", "m3")])
+    await trio.sleep(wait)
+    assert await limiter.acquire_many([("u", "m3"), ("u", "m4")]) == [True, False]
+
+
+async def test_decide_many_over_a_lowered_limit_waits_until_it_is_under_the_limit(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    limiter = MemoryLimiter(limit=3, window_s=WINDOW_S)
+    for i in range(3):
+        await limiter.decide_many([("u", f"m{i}")])
+        await trio.sleep(1.0)
+    limiter.limit = 1
+    # Entries 3, 2 and 1 s old: a slot frees only once all three have left.
+    [wait] = await limiter.decide_many([("u", "new")])
+    assert wait == pytest.approx(WINDOW_S - 1.0 + MICROSECOND, abs=1e-9)
+    await trio.sleep(wait)
+    assert await limiter.decide_many([("u", "new")]) == [0.0]
+
+
+async def test_decide_many_uses_the_injected_clock() -> None:
+    now = 1_000.0
+    limiter = MemoryLimiter(limit=1, window_s=WINDOW_S, clock=lambda: now)
+    assert await limiter.decide_many([("u", "m1")]) == [0.0]
+    now += 6.0
+    [wait] = await limiter.decide_many([("u", "m2")])
+    assert wait == pytest.approx(4.0 + MICROSECOND, abs=1e-9)
+    now += wait
+    assert await limiter.decide_many([("u", "m2")]) == [0.0]
+
+
+async def test_decide_many_empty_and_cancelled(autojump_clock: trio.testing.MockClock) -> None:
+    limiter = MemoryLimiter(limit=1, window_s=WINDOW_S)
+    assert await limiter.decide_many([]) == []
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await limiter.decide_many([("u", "m1")])
+    assert scope.cancelled_caught
+    assert (await limiter.status("u")).used == 0

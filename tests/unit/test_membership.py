@@ -42,7 +42,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
 
 def _membership(monitor: GroupMonitor) -> Membership:
-    return Membership("t", "g", monitor, lambda: "listener")
+    return Membership(["t"], "g", monitor, lambda: "listener")
 
 
 def test_release_leaves_and_rejoin_joins_again(clock: list[float]) -> None:

@@ -43,7 +43,22 @@ class Limiter(Protocol):
 
         A request whose message id already holds a slot in the user's window is
         allowed again without taking a second slot (re-reads after a crash are
-        idempotent). Raises BackendError when the store cannot be reached.
+        idempotent). Raises BackendError when the store cannot be reached. The
+        same decisions as :meth:`decide_many` (allowed is a wait of 0.0).
+        """
+        ...
+
+    async def decide_many(self, requests: Sequence[tuple[str, str]]) -> list[float]:
+        """Decide requests as :meth:`acquire_many` does; say when refused ones may retry.
+
+        Each result is 0.0 when the request is allowed (a slot taken, or its
+        message id already holding one), else the seconds, at least one
+        microsecond, until the user's window frees a slot by the store's clock:
+        until the entry whose leaving brings the window below the limit (the
+        oldest one, unless the limit was lowered) is strictly older than the
+        window, i.e. its time plus the window plus one microsecond, minus now.
+        Asking again after that wait is allowed unless other requests took the
+        slot first. Raises BackendError when the store cannot be reached.
         """
         ...
 

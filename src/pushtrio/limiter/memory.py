@@ -3,8 +3,10 @@
 Used by the embedded mode (``REDIS_ADDR=memory://``) and by unit tests, where
 trio's autojump clock makes the window edges exact to test. The rules are those
 of :mod:`.redis`: a sliding log per user, an entry leaves the window once it is
-strictly older than the window, and a message id already in the window is
-allowed again without a second slot. The clock is trio's (or the one given).
+strictly older than the window, a message id already in the window is
+allowed again without a second slot, and a refused request learns how long until
+its user's window frees a slot (see :meth:`MemoryLimiter.decide_many`). The clock
+is trio's (or the one given), in seconds.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from dataclasses import dataclass, field
 import trio
 
 from . import LimitStatus, check_window
+
+_MICROSECOND = 1e-6
+"""The step past the window that makes an entry strictly older (Redis's unit)."""
 
 
 @dataclass(slots=True)
@@ -57,12 +62,24 @@ class MemoryLimiter:
 
         A message id already holding a slot in its user's window is allowed
         without a second slot. Raises ``trio.Cancelled`` (deciding nothing) when
-        cancelled.
+        cancelled. The decisions of :meth:`decide_many`, without the waits.
+        """
+        return [wait == 0.0 for wait in await self.decide_many(requests)]
+
+    async def decide_many(self, requests: Sequence[tuple[str, str]]) -> list[float]:
+        """Decide requests in order; 0.0 means allowed, else seconds until a slot frees.
+
+        The wait, at least one microsecond, runs until the entry whose leaving
+        brings the user's window below the limit (the oldest, unless the limit
+        was lowered) is strictly older than the window: its time plus the window
+        plus one microsecond, minus now, by this limiter's clock. Every request of
+        one call is decided at the same "now". Raises ``trio.Cancelled``
+        (deciding nothing) when cancelled.
         """
         await trio.lowlevel.checkpoint()
         now = self._clock()
         self._forget_idle(now)
-        return [self._acquire(user_id, message_id, now) for user_id, message_id in requests]
+        return [self._decide(user_id, message_id, now) for user_id, message_id in requests]
 
     async def status(self, user_id: str) -> LimitStatus:
         """Slots used and left in ``user_id``'s window now.
@@ -103,19 +120,25 @@ class MemoryLimiter:
         await trio.lowlevel.checkpoint()
         self._windows.clear()
 
-    def _acquire(self, user_id: str, message_id: str, now: float) -> bool:
+    def _decide(self, user_id: str, message_id: str, now: float) -> float:
         window = self._windows.get(user_id)
         if window is None:
             window = self._windows[user_id] = _Window()
         window.prune(now - self.window_s)
         if message_id in window.members:
-            return True
+            return 0.0
         if len(window.entries) >= self.limit:
-            return False
+            return self._wait(window, now)
         window.entries.append((now, message_id))
         window.members.add(message_id)
         self._windows.move_to_end(user_id)
-        return True
+        return 0.0
+
+    def _wait(self, window: _Window, now: float) -> float:
+        """Seconds until the full, pruned ``window`` drops below the limit."""
+        # Once this entry has left, limit - 1 remain (all those after it).
+        taken_at, _ = window.entries[len(window.entries) - self.limit]
+        return max(_MICROSECOND, taken_at + self.window_s + _MICROSECOND - now)
 
     def _forget_idle(self, now: float) -> None:
         # Amortised O(1) per call: each user is removed at most once per visit.

@@ -9,8 +9,14 @@ if fewer than ``limit`` remain. "Now" is Redis's ``TIME``, so every pushtrio
 process shares one clock (a wall clock: if it steps back, entries simply count a
 little longer); each script touches one key, so Redis Cluster works.
 
+The script replies with an integer: ``0`` when the request is allowed (a slot
+taken, or its message id already holding one), else the wait in microseconds,
+at least 1, until the window frees a slot. That is when the entry whose leaving
+brings the set below ``limit`` (the oldest, unless the limit was lowered) turns
+strictly older than the window: its score plus the window plus 1, minus now.
+
 Many decisions travel in one non-transactional pipeline: one round trip and one
-thread hop per :meth:`RedisLimiter.acquire_many` call.
+thread hop per :meth:`RedisLimiter.decide_many` (or ``acquire_many``) call.
 """
 
 from __future__ import annotations
@@ -41,16 +47,20 @@ local now_us = tonumber(time[1]) * 1000000 + tonumber(time[2])
 -- An entry leaves the window once it is strictly older than the window.
 redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('(%d', now_us - window_us))
 if redis.call('ZSCORE', key, member) then
-  return 1
+  return 0
 end
-if redis.call('ZCARD', key) < limit then
+local used = redis.call('ZCARD', key)
+if used < limit then
   redis.call('ZADD', key, string.format('%d', now_us), member)
   -- The newest entry is the last to leave; the key may go with it (+1 ms covers
   -- the instant when its age equals the window, when it still counts).
   redis.call('PEXPIRE', key, string.format('%d', math.ceil(window_us / 1000) + 1))
-  return 1
+  return 0
 end
-return 0
+-- Refused: once this entry has left, limit - 1 remain. Every score left is at
+-- least now_us - window_us, so the wait is at least 1.
+local freeing = redis.call('ZRANGE', key, used - limit, used - limit, 'WITHSCORES')
+return tonumber(freeing[2]) + window_us + 1 - now_us
 """
 
 # Read-only: counts without pruning, so a status probe never writes.
@@ -103,6 +113,16 @@ class RedisLimiter:
         holding a slot in its user's window is allowed without a second slot.
         Raises BackendError if Redis fails; then some decisions may have been made
         and others not, and re-deciding the whole batch is safe (idempotent).
+        The decisions of :meth:`decide_many`, without the waits.
+        """
+        return [wait == 0.0 for wait in await self.decide_many(requests)]
+
+    async def decide_many(self, requests: Sequence[tuple[str, str]]) -> list[float]:
+        """Decide requests in order; 0.0 means allowed, else seconds until a slot frees.
+
+        The wait (whole microseconds, at least one) is measured by Redis's clock
+        when that request was decided. One pipeline, one round trip, and the
+        same errors and idempotence as :meth:`acquire_many`.
         """
         if not requests:
             await trio.lowlevel.checkpoint()
@@ -112,7 +132,7 @@ class RedisLimiter:
             for user_id, message_id in requests
         ]
         replies = await run_redis(partial(self._run_script, self._acquire_script, calls))
-        return [reply == 1 for reply in replies]
+        return [int(wait_us) / 1_000_000 for wait_us in replies]
 
     async def status(self, user_id: str) -> LimitStatus:
         """Slots used and left in ``user_id``'s window now, by Redis's clock.

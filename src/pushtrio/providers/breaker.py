@@ -17,10 +17,15 @@ import enum
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 log = logging.getLogger(__name__)
+
+
+DEFAULT_WINDOW = 100
+"""Calls in the sliding window, unless MIN_CALLS asks for more."""
 
 
 class BreakerState(enum.StrEnum):
@@ -35,7 +40,7 @@ class BreakerOptions:
     """Share of failed calls in the window that opens the breaker (0 < rate <= 1)."""
     min_calls: int = 20
     """Calls the window must hold before the rate is judged."""
-    window: int = 100
+    window: int = DEFAULT_WINDOW
     """The last this-many calls make the sliding window."""
     open_for_s: float = 30.0
     probe_calls: int = 3
@@ -71,6 +76,7 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._probes_left = 0
         self._probes_ok = 0
+        self._probed_at = 0.0
         self.transitions = 0
         """How many times the state changed (for metrics)."""
 
@@ -85,6 +91,12 @@ class CircuitBreaker:
             self._move(BreakerState.HALF_OPEN)
         return self._state
 
+    def retry_in_s(self) -> float:
+        """Seconds until an open breaker lets probe calls through; 0 when not open."""
+        if self.state is not BreakerState.OPEN:
+            return 0.0
+        return max(0.0, self._opened_at + self.options.open_for_s - self._clock())
+
     def failure_rate(self) -> float:
         """Failed share of the calls in the window (0 when it is empty)."""
         return self._failures / len(self._results) if self._results else 0.0
@@ -94,9 +106,17 @@ class CircuitBreaker:
         state = self.state
         if state is BreakerState.CLOSED:
             return True
-        if state is BreakerState.HALF_OPEN and self._probes_left > 0:
-            self._probes_left -= 1
-            return True
+        if state is BreakerState.HALF_OPEN:
+            if (
+                self._probes_left == 0
+                and self._clock() - self._probed_at >= self.options.open_for_s
+            ):
+                # Probes whose results never came (refused later, cancelled): new ones.
+                self._probes_left, self._probes_ok = self.options.probe_calls, 0
+            if self._probes_left > 0:
+                self._probes_left -= 1
+                self._probed_at = self._clock()
+                return True
         return False
 
     def record(self, ok: bool) -> None:
@@ -141,3 +161,22 @@ class CircuitBreaker:
         self.transitions += 1
         if self._on_change is not None:
             self._on_change(self.name, state)
+
+
+def breaker_document(breaker: CircuitBreaker) -> dict[str, Any]:
+    """The breaker as ``GET /providers`` and ``/health`` show it."""
+    return {
+        "state": breaker.state.value,
+        "failure_rate": round(breaker.failure_rate(), 4),
+        "retry_in_s": round(breaker.retry_in_s(), 3),
+        "transitions": breaker.transitions,
+    }
+
+
+def build_breakers(
+    names: Iterable[str],
+    options: BreakerOptions,
+    on_change: Callable[[str, BreakerState], None] | None = None,
+) -> dict[str, CircuitBreaker]:
+    """One breaker per provider name."""
+    return {name: CircuitBreaker(name, options, on_change=on_change) for name in names}

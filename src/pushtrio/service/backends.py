@@ -13,6 +13,7 @@ from ..limiter.memory import MemoryLimiter
 from ..limiter.redis import RedisLimiter
 from ..records import Publisher
 from ..redis_client import open_redis
+from ..schedule import DelayTopics
 from ..source import Source, batch_size_for
 from ..source.kafka import KafkaSource
 from ..source.memory import MemoryBroker, MemorySource
@@ -41,6 +42,11 @@ class Backends:
         return f"{queue}; {store}"
 
 
+def delay_topics(settings: Settings) -> DelayTopics:
+    """The retry tiers, park and defer topics of the main topic."""
+    return DelayTopics(settings.kafka_topic, settings.retry_attempts, settings.retry_delay_s)
+
+
 @asynccontextmanager
 async def open_backends(settings: Settings) -> AsyncIterator[Backends]:
     """Build the backends; close the publisher and Redis connections on exit.
@@ -52,7 +58,12 @@ async def open_backends(settings: Settings) -> AsyncIterator[Backends]:
     batch_size = batch_size_for(settings.max_queue_size)
     if settings.kafka_embedded:
         broker = MemoryBroker()
-        source = MemorySource(broker, settings.kafka_topic, batch_size=batch_size)
+        source = MemorySource(
+            broker,
+            settings.kafka_topic,
+            batch_size=batch_size,
+            delay_topics=delay_topics(settings).all(),
+        )
         publisher = broker
     else:
         source = KafkaSource(
@@ -60,6 +71,7 @@ async def open_backends(settings: Settings) -> AsyncIterator[Backends]:
             settings.kafka_topic,
             settings.consumer_group,
             batch_size=batch_size,
+            delay_topics=delay_topics(settings).all(),
         )
         publisher = KafkaPublisher(settings.kafka_brokers, timeout_s=10.0)
     try:

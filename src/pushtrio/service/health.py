@@ -10,6 +10,7 @@ import trio
 from .. import __version__
 from ..errors import BackendError
 from ..providers import Provider, provider_stats
+from ..providers.breaker import BreakerState, CircuitBreaker
 from .backends import Backends
 from .guards import RefusalReport
 
@@ -24,6 +25,7 @@ async def health_document(
     workers: Mapping[str, Any],
     backend: RefusalReport | None,
     providers: Mapping[str, Provider],
+    breakers: Mapping[str, CircuitBreaker],
 ) -> dict[str, Any]:
     """Ask each component; ``status`` is ok, degraded (a part is down) or down (Kafka is).
 
@@ -42,13 +44,19 @@ async def health_document(
         redis.update(healthy=False, error=str(exc) or "timeout")
     error = None if backend is None else backend.last_backend_error or None
     stats = {name: provider_stats(p) for name, p in providers.items()}
+    documents = {name: s.to_dict() for name, s in stats.items()}
+    for name, breaker in breakers.items():
+        if name in documents:
+            documents[name]["breaker"] = breaker.state.value
     components = {
         "kafka": source,
         "redis": redis,
         "workers": {"healthy": backend is not None and error is None, **workers, "error": error},
         "providers": {
-            "healthy": all(s.healthy for s in stats.values()),
-            **{name: s.to_dict() for name, s in stats.items()},
+            # An open breaker is an outage: its notifications wait in the park topic.
+            "healthy": all(s.healthy for s in stats.values())
+            and all(b.state is BreakerState.CLOSED for b in breakers.values()),
+            **documents,
         },
     }
     down = [name for name, c in components.items() if not c["healthy"]]

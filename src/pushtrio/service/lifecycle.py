@@ -25,17 +25,19 @@ import trio
 from .. import __version__
 from ..config import Settings
 from ..errors import BackendError
-from ..events import EventHub
+from ..events import BreakerEvent, EventHub
 from ..metrics import Metrics
 from ..outcome_log import OutcomeJournal, OutcomeLogger
 from ..pipeline import OutcomeSink, Pipeline, PipelineOptions
 from ..providers import ProviderOptions, build_providers
+from ..providers.breaker import DEFAULT_WINDOW, BreakerOptions, BreakerState, build_breakers
 from ..records import Record
 from ..replay_kafka import replayer_for
+from ..scheduler import Scheduler, SchedulerOptions
 from ..source import batch_size_for
 from ..web import AppHandles, WebOptions
 from ..web.server import serve_web
-from .backends import Backends, open_backends
+from .backends import Backends, delay_topics, open_backends
 from .guards import RETRY_MAX_S, await_backends, release_while_refused
 from .health import health_document
 
@@ -74,7 +76,20 @@ class Service:
                 journal=self._open_log(settings.mock_provider_journal),
             )
         )
+        self.breakers = build_breakers(
+            self.providers,
+            BreakerOptions(
+                failure_rate=settings.breaker_failure_rate,
+                min_calls=settings.breaker_min_calls,
+                window=max(DEFAULT_WINDOW, settings.breaker_min_calls),
+                open_for_s=settings.breaker_open_for_s,
+            ),
+            on_change=self._breaker_changed,
+        )
         self.metrics = Metrics(worker_count=settings.worker_count, providers=self.providers)
+        self.metrics.bind_breakers(
+            lambda: {n: (b.state.value, b.transitions) for n, b in self.breakers.items()}
+        )
         self.backends: Backends | None = None
         self.pipeline: Pipeline | None = None
         self.addresses: list[str] = []
@@ -200,6 +215,9 @@ class Service:
         # Unbuffered appends: each line reaches the OS at once and survives a kill -9.
         return self._files.enter_context(open(path, "ab", buffering=0))
 
+    def _breaker_changed(self, provider: str, state: BreakerState) -> None:
+        self.hub.publish([BreakerEvent(provider, state.value)])
+
     def _sinks(self) -> list[OutcomeSink]:
         """Where settled outcomes go, in order: the journal, metrics, the log, the feed."""
         sinks: list[OutcomeSink] = []
@@ -219,16 +237,24 @@ class Service:
                 worker_count=settings.worker_count,
                 batch_size=batch_size_for(settings.max_queue_size),
                 max_in_flight=max(settings.worker_count, settings.max_queue_size),
-                retry_attempts=settings.retry_attempts,
-                retry_delay_s=settings.retry_delay_s,
                 provider_timeout_s=settings.provider_timeout_s,
                 dlq_topic=settings.dlq_topic,
             ),
             limiter=backends.limiter,
             dedup=backends.dedup,
             providers=self.providers,
+            scheduler=Scheduler(
+                SchedulerOptions(
+                    topics=delay_topics(settings),
+                    defer=settings.rate_limit_policy == "defer",
+                    defer_max_s=settings.defer_max_s,
+                    max_park_s=settings.breaker_max_park_s,
+                )
+            ),
+            breakers=self.breakers,
             dead_letters=backends.publisher,
             sinks=self._sinks(),
+            step_sinks=[self.metrics.record_steps, self.hub.publish],
             settle=source.settle,
         )
         return self.pipeline
@@ -253,6 +279,7 @@ class Service:
                 dlq_topic=self.settings.dlq_topic,
             ),
             providers=self.providers,
+            breakers=self.breakers,
         )
 
     async def health(self) -> dict[str, Any]:
@@ -270,4 +297,5 @@ class Service:
             },
             backend=None if self.pipeline is None else self.pipeline.backend,
             providers=self.providers,
+            breakers=self.breakers,
         )

@@ -32,6 +32,7 @@ from kafka.structs import OffsetAndMetadata
 from ..errors import BackendError
 from ..records import Record
 from .clients import CALL_TIMEOUT_MS, new_consumer
+from .held import HeldRecords
 from .kafka_errors import DECODE_ERRORS, StuckPartitions, describe
 from .membership import Membership
 from .monitor import GroupMonitor
@@ -71,22 +72,33 @@ class KafkaSource:
 
     mode = "kafka"
 
-    def __init__(self, brokers: Sequence[str], topic: str, group: str, *, batch_size: int) -> None:
+    def __init__(
+        self,
+        brokers: Sequence[str],
+        topic: str,
+        group: str,
+        *,
+        batch_size: int,
+        delay_topics: Sequence[str] = (),
+    ) -> None:
         self._brokers = list(brokers)
         self._topic = topic
+        self.held = HeldRecords(delay_topics)
         self._group = group
         self.batch_size = batch_size
         self.tracker = OffsetTracker()
         self._assigned: queue.SimpleQueue[list[TopicPartition]] = queue.SimpleQueue()
         self._consumer: Any = None
-        self.monitor = GroupMonitor(brokers, topic, group)
+        self.monitor = GroupMonitor(brokers, topic, group, delay_topics=delay_topics)
         self._intake_stopped = threading.Event()
         self._closing = threading.Event()
         self._connected = False
         self._last_error = ""
         self._paused = False
         self.stuck = StuckPartitions()
-        self.membership = Membership(topic, group, self.monitor, lambda: _Listener(self))
+        self.membership = Membership(
+            [topic, *delay_topics], group, self.monitor, lambda: _Listener(self)
+        )
         self.loop_at = time.monotonic()
         """When the reader thread last went round its loop (monotonic seconds)."""
 
@@ -150,8 +162,9 @@ class KafkaSource:
 
     def _open_consumer(self) -> Any:
         try:
+            self.monitor.prepare_topics()
             consumer = new_consumer(self._brokers, self._group, max_poll_records=self.batch_size)
-            consumer.subscribe([self._topic], listener=_Listener(self))
+            consumer.subscribe([self._topic, *self.held.topics], listener=_Listener(self))
         except KafkaError as exc:
             self._last_error = f"cannot reach Kafka at {','.join(self._brokers)}: {describe(exc)}"
             raise BackendError(self._last_error) from exc
@@ -166,15 +179,15 @@ class KafkaSource:
         new owner reads them. Registering right after the sends is safe: this runs in
         trio, so no worker can settle a record in between.
         """
-        current: dict[int, bool] = {}
+        current: dict[tuple[str, int], bool] = {}
         sent: list[Record] = []
         send = self._send.send_nowait
         done = 0
         for record in pending:
-            ok = current.get(record.partition)
+            tp = (record.topic, record.partition)
+            ok = current.get(tp)
             if ok is None:
-                tp = (record.topic, record.partition)
-                ok = current[record.partition] = self.tracker.is_current(tp, record.epoch)
+                ok = current[tp] = self.tracker.is_current(tp, record.epoch)
             if ok:
                 try:
                     send(record)
@@ -186,8 +199,8 @@ class KafkaSource:
         return done
 
     def _register(self, records: list[Record]) -> None:
-        for (partition, epoch), offsets in _offsets_by_partition(records).items():
-            self.tracker.hand_out((self._topic, partition), epoch, offsets)
+        for (topic, partition, epoch), offsets in _offsets_by_partition(records).items():
+            self.tracker.hand_out((topic, partition), epoch, offsets)
 
     def release(self) -> None:
         """Leave the consumer group (thread-safe): the partitions go to healthy members.
@@ -209,8 +222,8 @@ class KafkaSource:
         self._closing.set()
 
     def settle(self, records: Sequence[Record]) -> None:
-        for (partition, epoch), offsets in _offsets_by_partition(records).items():
-            self.tracker.settle((self._topic, partition), epoch, offsets)
+        for (topic, partition, epoch), offsets in _offsets_by_partition(records).items():
+            self.tracker.settle((topic, partition), epoch, offsets)
 
     def in_flight(self) -> int:
         return self.tracker.in_flight()
@@ -219,7 +232,7 @@ class KafkaSource:
         return self.monitor.lag()
 
     def health(self) -> dict[str, Any]:
-        assigned = {p for _, p in self.tracker.assigned()}
+        assigned = {p for t, p in self.tracker.assigned() if t == self._topic}
         errors = [self._last_error] if self._last_error else []
         errors += self.monitor.problems(assigned, STALL_AFTER_S) + self.stuck.problems()
         since_loop = time.monotonic() - self.loop_at
@@ -234,8 +247,9 @@ class KafkaSource:
             "group": self._group,
             "assigned_partitions": sorted(assigned),
             "paused": self._paused,
+            "delayed_held": len(self.held),
             "lag": self.monitor.lag(),
-            "stuck_partitions": {str(p): s for p, s in self.stuck.report().items()},
+            "stuck_partitions": self.stuck.report(),
             "error": "; ".join(errors) or None,
         }
 
@@ -295,10 +309,12 @@ class KafkaSource:
                 self.stuck.retry(consumer, records, resume=not self._paused)
                 fresh = self._apply_assignments(consumer, pending)
                 if not self._intake_stopped.is_set():
-                    pending.extend(self._to_records(records, fresh))
+                    pending.extend(self.held.hold(self._to_records(records, fresh)))
+                    pending.extend(self.held.release_due())
                     pending = self._hand_over(consumer, token, pending)
                 elif not self._paused:
                     pending.clear()
+                    self.held.clear()
                     self._pause(consumer, True)
                 now = time.monotonic()
                 if now - last_commit >= COMMIT_INTERVAL_S:
@@ -317,9 +333,9 @@ class KafkaSource:
                 consumer.close(autocommit=False)
                 self._connected = False
 
-    def _apply_assignments(self, consumer: Any, pending: list[Record]) -> set[int]:
+    def _apply_assignments(self, consumer: Any, pending: list[Record]) -> set[tuple[str, int]]:
         """Start new epochs for newly assigned partitions and seek them to their commits."""
-        fresh: set[int] = set()
+        fresh: set[tuple[str, int]] = set()
         while True:
             try:
                 assigned = self._assigned.get_nowait()
@@ -333,24 +349,27 @@ class KafkaSource:
                     # Without it the consumer resumes from its own fetch position,
                     # which is the committed offset for a partition new to it.
                     log.warning("no committed offset for %s (not seeking): %s", tp, exc)
-                    fresh.add(tp.partition)
+                    fresh.add((tp.topic, tp.partition))
                     continue
                 if committed is None:
                     consumer.seek_to_beginning(tp)
                 else:
                     consumer.seek(tp, committed)
-                fresh.add(tp.partition)
-            pending[:] = [r for r in pending if r.partition not in fresh]
+                fresh.add((tp.topic, tp.partition))
+            pending[:] = [r for r in pending if (r.topic, r.partition) not in fresh]
+            self.held.forget(fresh)
             log.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
             if self._paused and assigned:
                 consumer.pause(*assigned)
         return fresh
 
-    def _to_records(self, records: dict[Any, list[Any]], skip: set[int]) -> list[Record]:
+    def _to_records(
+        self, records: dict[Any, list[Any]], skip: set[tuple[str, int]]
+    ) -> list[Record]:
         """One poll's records, all partitions together; each partition's in offset order."""
         converted: list[Record] = []
         for tp, polled in records.items():
-            if tp.partition in skip or not polled:
+            if (tp.topic, tp.partition) in skip or not polled:
                 continue
             epoch = self.tracker.epoch((tp.topic, tp.partition))
             if epoch is None:
@@ -379,16 +398,33 @@ class KafkaSource:
         want_pause = bool(pending)
         if want_pause != self._paused:
             self._pause(consumer, want_pause)
+        elif not self._paused:
+            self._hold_back(consumer)
         return pending
 
     def _pause(self, consumer: Any, pause: bool) -> None:
+        """Pause every partition (the workers are behind) or resume them."""
         partitions = list(consumer.assignment())
         if pause:
             consumer.pause(*partitions)
         else:
-            consumer.resume(*(tp for tp in partitions if tp.partition not in self.stuck))
+            consumer.resume(
+                *(tp for tp in partitions if (tp.topic, tp.partition) not in self.stuck)
+            )
+            self._hold_back(consumer)
         self._paused = pause
         log.debug("partitions %s", "paused" if pause else "resumed")
+
+    def _hold_back(self, consumer: Any) -> None:
+        """Pause the delay-topic partitions whose head is not due; resume the others."""
+        assigned = consumer.assignment()
+        waiting = {tp for tp in assigned if self.held.waiting(tp.topic, tp.partition)}
+        paused = {tp for tp in consumer.paused() if tp.topic in self.held.topics}
+        if waiting - paused:
+            consumer.pause(*(waiting - paused))
+        due = [tp for tp in paused - waiting if (tp.topic, tp.partition) not in self.stuck]
+        if due:
+            consumer.resume(*due)
 
     def _commit(self, consumer: Any) -> None:
         assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
@@ -414,9 +450,9 @@ class KafkaSource:
         self.tracker.mark_committed(ready)
 
 
-def _offsets_by_partition(records: Sequence[Record]) -> dict[tuple[int, int], list[int]]:
-    """Offsets grouped by (partition, epoch), each group in the records' order."""
-    groups: dict[tuple[int, int], list[int]] = {}
+def _offsets_by_partition(records: Sequence[Record]) -> dict[tuple[str, int, int], list[int]]:
+    """Offsets grouped by (topic, partition, epoch), each group in the records' order."""
+    groups: dict[tuple[str, int, int], list[int]] = {}
     for record in records:
-        groups.setdefault((record.partition, record.epoch), []).append(record.offset)
+        groups.setdefault((record.topic, record.partition, record.epoch), []).append(record.offset)
     return groups

@@ -97,10 +97,11 @@ class StuckPartitions:
     """
 
     def __init__(self) -> None:
-        self._stuck: dict[int, _Stuck] = {}
+        self._stuck: dict[tuple[str, int], _Stuck] = {}
 
-    def __contains__(self, partition: int) -> bool:
-        return partition in self._stuck
+    def __contains__(self, tp: tuple[str, int]) -> bool:
+        """Whether (topic, partition) is stopped."""
+        return tp in self._stuck
 
     def stop(self, consumer: Any, exc: Exception) -> bool:
         """Pause the partition whose batch raised ``exc``; False when it cannot be found."""
@@ -111,8 +112,9 @@ class StuckPartitions:
             return False
         tp, offset = found
         consumer.pause(tp)
-        first = tp.partition not in self._stuck
-        self._stuck[tp.partition] = _Stuck(offset, error, time.monotonic() + STUCK_RETRY_S)
+        key = (tp.topic, tp.partition)
+        first = key not in self._stuck
+        self._stuck[key] = _Stuck(offset, error, time.monotonic() + STUCK_RETRY_S)
         if first:
             log.error(
                 "topic %s partition %d stopped at offset %d: cannot decode its records (%s); "
@@ -129,15 +131,15 @@ class StuckPartitions:
         """Forget partitions read past their stuck offset (or revoked); resume those due."""
         if not self._stuck:
             return
-        assigned = {tp.partition: tp for tp in consumer.assignment()}
+        assigned = {(tp.topic, tp.partition): tp for tp in consumer.assignment()}
         now = time.monotonic()
-        for partition, stuck in list(self._stuck.items()):
-            tp = assigned.get(partition)
+        for key, stuck in list(self._stuck.items()):
+            tp = assigned.get(key)
             if tp is None:
-                del self._stuck[partition]
+                del self._stuck[key]
             elif any(r.offset >= stuck.offset for r in records.get(tp, ())):
-                log.info("partition %d reads again past offset %d", partition, stuck.offset)
-                del self._stuck[partition]
+                log.info("%s partition %d reads again past offset %d", *key, stuck.offset)
+                del self._stuck[key]
             elif now >= stuck.retry_at:
                 stuck.retry_at = now + STUCK_RETRY_S
                 if resume:
@@ -146,10 +148,13 @@ class StuckPartitions:
     def problems(self) -> list[str]:
         """One line per stuck partition, for /health."""
         return [
-            f"partition {p} stopped at offset {s.offset}: {s.error}"
-            for p, s in sorted(self._stuck.items())
+            f"topic {t} partition {p} stopped at offset {s.offset}: {s.error}"
+            for (t, p), s in sorted(self._stuck.items())
         ]
 
-    def report(self) -> dict[int, dict[str, Any]]:
-        """Stuck partitions: the offset they stopped at and the error."""
-        return {p: {"offset": s.offset, "error": s.error} for p, s in list(self._stuck.items())}
+    def report(self) -> dict[str, dict[str, Any]]:
+        """Stuck partitions (``topic/partition``): the offset they stopped at and the error."""
+        return {
+            f"{t}/{p}": {"offset": s.offset, "error": s.error}
+            for (t, p), s in list(self._stuck.items())
+        }

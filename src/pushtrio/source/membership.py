@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .monitor import GroupMonitor
@@ -37,9 +37,13 @@ class Membership:
     """Decides, round by round, whether the reader subscribes, unsubscribes or rejoins."""
 
     def __init__(
-        self, topic: str, group: str, monitor: GroupMonitor, listener: Callable[[], Any]
+        self,
+        topics: Sequence[str],
+        group: str,
+        monitor: GroupMonitor,
+        listener: Callable[[], Any],
     ) -> None:
-        self._topic = topic
+        self._topics = list(topics)
         self._group = group
         self._monitor = monitor
         self._listener = listener
@@ -96,7 +100,7 @@ class Membership:
         return True
 
     def _subscribe(self, consumer: Any) -> None:
-        consumer.subscribe([self._topic], listener=self._listener())
+        consumer.subscribe(self._topics, listener=self._listener())
         self.released = False
 
     def _unread_elsewhere(self, consumer: Any) -> list[int]:

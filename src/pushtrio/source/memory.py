@@ -20,6 +20,7 @@ from typing import Any
 import trio
 
 from ..records import Headers, Message, Record
+from ..schedule import due_ms, now_ms
 from .tracker import OffsetTracker
 
 Item = tuple[bytes | None, bytes | None, Headers, int]
@@ -113,18 +114,33 @@ class MemoryBroker:
 
 
 class MemorySource:
-    """Reads one topic of a :class:`MemoryBroker` in batches, with ordered commits."""
+    """Reads a topic of a :class:`MemoryBroker` and its delay topics, with ordered commits.
+
+    A delay topic's head record is held back until it is due (its ``pushtrio-due``
+    header), as the Kafka source pauses such a partition.
+    """
 
     mode = "embedded"
 
-    def __init__(self, broker: MemoryBroker, topic: str, *, batch_size: int) -> None:
+    def __init__(
+        self,
+        broker: MemoryBroker,
+        topic: str,
+        *,
+        batch_size: int,
+        delay_topics: Sequence[str] = (),
+    ) -> None:
         self._broker = broker
         self._topic = topic
+        self._delay_topics = tuple(delay_topics)
         self.batch_size = batch_size
         self.tracker = OffsetTracker()
-        self._epoch = self.tracker.assign((topic, 0))
-        broker.reading(topic)
-        self._position = broker.start_offset(topic)
+        self._epochs: dict[str, int] = {}
+        self._positions: dict[str, int] = {}
+        for name in (topic, *self._delay_topics):
+            self._epochs[name] = self.tracker.assign((name, 0))
+            broker.reading(name)
+            self._positions[name] = broker.start_offset(name)
         self._stop = trio.Event()
 
     async def serve(
@@ -133,38 +149,49 @@ class MemorySource:
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Feed new records of the topic into ``record_send`` until :meth:`stop_intake`."""
+        """Feed new records of the topics into ``record_send`` until :meth:`stop_intake`."""
         async with record_send:
             task_status.started()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._watch_stop, nursery.cancel_scope)
-                await self._run_feed(record_send)
+                for name in self._delay_topics:
+                    nursery.start_soon(self._run_feed, name, record_send, True)
+                await self._run_feed(self._topic, record_send, False)
 
     async def _watch_stop(self, scope: trio.CancelScope) -> None:
         await self._stop.wait()
         scope.cancel()
 
-    async def _run_feed(self, record_send: trio.MemorySendChannel[Record]) -> None:
-        broker, topic = self._broker, self._topic
+    async def _run_feed(
+        self, topic: str, record_send: trio.MemorySendChannel[Record], delayed: bool
+    ) -> None:
+        broker, epoch = self._broker, self._epochs[topic]
         while True:
-            if self._position >= broker.end_offset(topic):
+            position = self._positions[topic]
+            if position >= broker.end_offset(topic):
                 await broker.wait_for_more()
                 continue
-            batch = [
-                Record(topic, 0, offset, value, stamp, key, self._epoch, tuple(headers))
+            batch = read = [
+                Record(topic, 0, offset, value, stamp, key, epoch, tuple(headers))
                 for offset, (key, value, headers, stamp) in broker.read(
-                    topic, self._position, self.batch_size
+                    topic, position, self.batch_size
                 )
             ]
+            if delayed:
+                now = now_ms()
+                batch = _due_prefix(read, now)
+                if not batch:  # nothing is due: wait for the head (new records come after it)
+                    await trio.sleep((due_ms(read[0]) - now) / 1000)
+                    continue
             end = batch[-1].offset + 1
             # Handed out before sending: a worker may settle a record as soon as it has it.
-            self.tracker.hand_out((topic, 0), self._epoch, range(self._position, end))
+            self.tracker.hand_out((topic, 0), epoch, range(position, end))
             for record in batch:
                 try:
                     record_send.send_nowait(record)
                 except trio.WouldBlock:
                     await record_send.send(record)  # waits while the channel is full
-                self._position = record.offset + 1
+                self._positions[topic] = record.offset + 1
 
     def release(self) -> None:
         """Nothing to give up: the embedded queue has no other consumers."""
@@ -181,12 +208,18 @@ class MemorySource:
         await trio.lowlevel.checkpoint()
 
     def settle(self, records: Sequence[Record]) -> None:
-        self.tracker.settle((self._topic, 0), self._epoch, [r.offset for r in records])
+        by_topic: dict[str, list[int]] = {}
+        for record in records:
+            by_topic.setdefault(record.topic, []).append(record.offset)
+        for topic, offsets in by_topic.items():
+            epoch = self._epochs.get(topic)
+            if epoch is None:
+                continue
+            self.tracker.settle((topic, 0), epoch, offsets)
         committable = self.tracker.committable()
         self.tracker.mark_committed(committable)
-        committed = committable.get((self._topic, 0))
-        if committed is not None:
-            self._broker.trim(self._topic, committed)
+        for (topic, _), committed in committable.items():
+            self._broker.trim(topic, committed)
 
     def in_flight(self) -> int:
         return self.tracker.in_flight()
@@ -197,5 +230,27 @@ class MemorySource:
             committed = self._broker.start_offset(self._topic)
         return self._broker.end_offset(self._topic) - committed
 
+    def waiting(self) -> int:
+        """Records in the delay topics not yet committed (waiting or in flight)."""
+        total = 0
+        for topic in self._delay_topics:
+            committed = self.tracker.committed((topic, 0))
+            start = self._broker.start_offset(topic) if committed is None else committed
+            total += self._broker.end_offset(topic) - start
+        return total
+
     def health(self) -> dict[str, Any]:
-        return {"healthy": True, "backend": "embedded queue", "topic": self._topic}
+        return {
+            "healthy": True,
+            "backend": "embedded queue",
+            "topic": self._topic,
+            "delayed": self.waiting(),
+        }
+
+
+def _due_prefix(batch: list[Record], now: int) -> list[Record]:
+    """The records before the first that is not due yet (order is kept)."""
+    for i, record in enumerate(batch):
+        if due_ms(record) > now:
+            return batch[:i]
+    return batch

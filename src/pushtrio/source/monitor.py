@@ -7,7 +7,8 @@ offsets, and the group's committed offsets. From these it gives
 
 - ``lag``: records of the whole topic the group has not committed (also on
   partitions nobody owns yet, and while a partition or the reader is stuck);
-- whether the topic exists;
+- whether the topic exists (and its delay topics: the monitor creates them, with
+  the topic's partition count, before it says so);
 - per partition, since when its committed offset has not moved while records wait
   (:meth:`GroupMonitor.stalled`), which ``/health`` reports as a stall.
 
@@ -31,6 +32,7 @@ from kafka.errors import KafkaError
 
 from .clients import RECONNECT_BACKOFF_MAX_MS
 from .kafka_errors import describe
+from .topics import ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +58,18 @@ class GroupMonitor:
     """Lag, topic existence and stalls of ``group`` on ``topic``; run :meth:`serve`."""
 
     def __init__(
-        self, brokers: Sequence[str], topic: str, group: str, *, interval_s: float = 2.0
+        self,
+        brokers: Sequence[str],
+        topic: str,
+        group: str,
+        *,
+        interval_s: float = 2.0,
+        delay_topics: Sequence[str] = (),
     ) -> None:
         self._brokers = list(brokers)
         self._topic = topic
+        self._delay_topics = tuple(delay_topics)
+        self._delay_topics_ready = not self._delay_topics
         self._group = group
         self._interval_s = interval_s
         self._admin: Any = None
@@ -178,6 +188,19 @@ class GroupMonitor:
             if closed:
                 self._drop_admin()
 
+    def prepare_topics(self) -> None:
+        """Create the missing delay topics if the topic exists (blocking; at start-up,
+        before the reader subscribes). Raises KafkaError."""
+        admin = self._open_admin()
+        [described] = admin.describe_topics([self._topic])
+        if described.get("error_code", 0) == 0 and described.get("partitions"):
+            self._ensure_delay_topics(admin, len(described["partitions"]))
+
+    def _ensure_delay_topics(self, admin: Any, partitions: int) -> None:
+        if not self._delay_topics_ready:
+            ensure_topics(admin, self._delay_topics, partitions, CALL_TIMEOUT_MS)
+            self._delay_topics_ready = True
+
     def _open_admin(self) -> Any:
         if self._admin is not None:
             return self._admin
@@ -197,6 +220,7 @@ class GroupMonitor:
         if described.get("error_code", 0) != 0 or not described.get("partitions"):
             return _Round({}, topic_exists=False)
         tps = [TopicPartition(self._topic, p["partition_index"]) for p in described["partitions"]]
+        self._ensure_delay_topics(admin, len(tps))
         ends = admin.list_partition_offsets(
             dict.fromkeys(tps, OffsetSpec.LATEST), timeout_ms=CALL_TIMEOUT_MS
         )

@@ -7,13 +7,14 @@ The web layer never imports the pipeline or the sources: the service hands it an
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..events import EventHub
 from ..limiter import Limiter
 from ..metrics import Metrics
 from ..providers import Provider
+from ..providers.breaker import CircuitBreaker
 from ..records import Publisher
 from ..replay import ReplayFilter, ReplayReport
 
@@ -48,3 +49,5 @@ class AppHandles:
     raises BackendError when the broker cannot be read or written."""
     providers: Mapping[str, Provider]
     """Listed by ``GET /providers``; the mock ones can be changed by ``PATCH``."""
+    breakers: Mapping[str, CircuitBreaker] = field(default_factory=dict)
+    """Each provider's circuit breaker, listed by ``GET /providers``."""

@@ -1,8 +1,9 @@
 """``GET /providers`` and ``PATCH /providers/<name>``: the providers, and outages on demand.
 
-``GET`` lists each provider with its counters and, for a mock provider, its
-simulation (``success_rate``, ``latency_ms``, ``failure``). ``PATCH`` changes a mock
-provider's simulation at run time, on this instance and in memory only, so that an
+``GET`` lists each provider with its counters, its circuit breaker (``state``,
+``failure_rate``, ``retry_in_s``) and, for a mock provider, its simulation
+(``success_rate``, ``latency_ms``, ``failure``). ``PATCH`` changes a mock provider's
+simulation at run time, on this instance and in memory only, so that an
 outage and a recovery can be shown without a restart::
 
     {"success_rate": 0.0, "latency_ms": 5, "failure": "transient"}
@@ -20,6 +21,7 @@ from quart import Response, jsonify
 from quart_trio import QuartTrio
 
 from ..providers import FAILURE_MODES, Configurable, Provider, provider_stats
+from ..providers.breaker import CircuitBreaker, breaker_document
 from . import AppHandles
 from .bodies import read_json_body
 from .responses import json_error
@@ -27,9 +29,11 @@ from .responses import json_error
 MAX_LATENCY_MS: Final = 60_000.0
 
 
-def provider_document(provider: Provider) -> dict[str, Any]:
+def provider_document(provider: Provider, breaker: CircuitBreaker | None) -> dict[str, Any]:
     """One provider as ``GET /providers`` lists it."""
     document: dict[str, Any] = {"stats": provider_stats(provider).to_dict()}
+    if breaker is not None:
+        document["breaker"] = breaker_document(breaker)
     if isinstance(provider, Configurable):
         document["mock"] = provider.describe()
     return document
@@ -81,10 +85,17 @@ def simulation_changes(document: object) -> dict[str, Any] | Response:
 def add_provider_routes(app: QuartTrio, handles: AppHandles) -> None:
     """Register the provider endpoints on ``app``, closing over ``handles``."""
     providers: Mapping[str, Provider] = handles.providers
+    breakers = handles.breakers
 
     @app.get("/providers")
     async def list_providers() -> Response:
-        return jsonify({"providers": {name: provider_document(p) for name, p in providers.items()}})
+        return jsonify(
+            {
+                "providers": {
+                    name: provider_document(p, breakers.get(name)) for name, p in providers.items()
+                }
+            }
+        )
 
     @app.patch("/providers/<name>")
     async def change_provider(name: str) -> Response:
@@ -100,4 +111,4 @@ def add_provider_routes(app: QuartTrio, handles: AppHandles) -> None:
         if not isinstance(provider, Configurable):
             return json_error(409, f"provider {name} is not a mock: nothing to simulate")
         provider.configure(**changes)
-        return jsonify(provider_document(provider))
+        return jsonify(provider_document(provider, breakers.get(name)))
