@@ -47,16 +47,24 @@ class Kafka:
         )
         self.created.extend(names)
 
-    def committed(self, group: str) -> dict[int, int]:
-        """The group's committed offset per partition (partitions without one are absent)."""
+    def committed(self, group: str, topic: str) -> dict[int, int]:
+        """The group's committed offset per partition of ``topic`` (partitions without
+        one are absent; the group also reads the topic's delay topics)."""
         offsets = self._admin.list_group_offsets({group: None})[group]
-        return {tp.partition: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+        return {
+            tp.partition: meta.offset
+            for tp, meta in offsets.items()
+            if meta.offset >= 0 and tp.topic == topic
+        }
 
     def delete_created_topics(self) -> None:
-        """Delete every topic this harness created (best effort: the broker may be gone)."""
+        """Delete every topic this harness created, and the delay topics the service
+        created next to them (best effort: the broker may be gone)."""
         if self.created:
             try:
-                self._admin.delete_topics(self.created)
+                prefixes = tuple(f"{name}." for name in self.created)
+                delays = [t for t in self._admin.list_topics() if t.startswith(prefixes)]
+                self._admin.delete_topics(self.created + delays)
             except Exception as exc:
                 logging.getLogger(__name__).warning("could not delete bench topics: %s", exc)
             self.created.clear()

@@ -65,7 +65,7 @@ def run_throughput(
     total = sum(ends.values())
     task = bench.progress.add_task(f"{phase}: serve", total=total)
     with bench.start_serve(phase, topic, group, overrides) as serve:
-        finished_wall = _wait_committed(bench, serve, group, ends, task, timeout_s)
+        finished_wall = _wait_committed(bench, serve, (group, topic), ends, task, timeout_s)
         memory = serve.rss.figures()
         cpu = serve.cpu.figures()
         settings = reported_settings(serve.env)
@@ -93,17 +93,18 @@ def run_throughput(
 def _wait_committed(
     bench: Bench,
     serve: MeasuredServe,
-    group: str,
+    reader: tuple[str, str],
     ends: Mapping[int, int],
     task: TaskID,
     timeout_s: float,
 ) -> float:
-    """Poll the group's commits until every partition reaches its end; return wall time."""
+    """Poll the commits of ``reader`` (group, topic) until every partition reaches its
+    end; return wall time."""
     deadline = time.perf_counter() + timeout_s
     committed: dict[int, int] = {}
     while time.perf_counter() < deadline:
         serve.check_alive()
-        committed = bench.kafka.committed(group)
+        committed = bench.kafka.committed(*reader)
         done = sum(min(committed.get(p, 0), end) for p, end in ends.items())
         bench.progress.update(task, completed=done)
         if all(committed.get(p, 0) >= end for p, end in ends.items()):

@@ -55,7 +55,7 @@ from .model import (
     peek_user_id,
 )
 from .providers.base import Provider
-from .providers.breaker import CircuitBreaker
+from .providers.breaker import BreakerState, CircuitBreaker
 from .records import Batch, Publisher, Record, origin
 from .schedule import Step, steps_by_topic, waiting
 from .scheduler import Scheduler
@@ -357,6 +357,12 @@ class Pipeline:
                 continue
             if breaker is not None:
                 breaker.record(False)
+                if breaker.state is not BreakerState.CLOSED:
+                    # The provider is down, not this notification: wait for it
+                    # rather than spend the retries (or reach the dead-letter topic).
+                    parked = self._scheduler.park(record, notification, breaker, started, attempt)
+                    _place(parked, record, settled, moved)
+                    continue
             result = self._scheduler.after_failure(record, notification, attempt, error, started)
             _place(result, record, settled, moved)
 
@@ -392,6 +398,12 @@ class Pipeline:
         between reads them again (a copy in a delay topic then finds itself a
         duplicate or goes out once more: at least once, never lost).
         """
+        # Released before the writes: a record written to a delay topic can be read
+        # back before the next write here is acknowledged, and is no copy.
+        claims = self._claims
+        for record, message_id in [(r, o.id) for r, o in settled] + [(r, s.id) for r, s in moved]:
+            if claims.get(message_id) is record:
+                del claims[message_id]
         letters = [dead_letter(r, o) for r, o in settled if o.event.dead_letter]
         if letters:
             topic = self._options.dlq_topic
@@ -404,10 +416,6 @@ class Pipeline:
                 f"write to {topic}",
                 partial(self._dead_letters.publish_many, topic, messages),
             )
-        claims = self._claims
-        for record, message_id in [(r, o.id) for r, o in settled] + [(r, s.id) for r, s in moved]:
-            if claims.get(message_id) is record:
-                del claims[message_id]
         if settled:
             outcomes = [o for _, o in settled]
             for sink in self._sinks:

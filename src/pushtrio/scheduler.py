@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 from .model import Notification, Outcome, OutcomeKind, outcome_of
 from .providers.breaker import CircuitBreaker
@@ -40,8 +41,10 @@ class SchedulerOptions:
 class Scheduler:
     """Turns "not now" into a delay-topic write, or into a final outcome."""
 
-    def __init__(self, options: SchedulerOptions) -> None:
+    def __init__(self, options: SchedulerOptions, *, clock: Callable[[], int] = now_ms) -> None:
         self.options = options
+        self._clock = clock
+        """Epoch milliseconds, as in the ``pushtrio-due`` header (injectable for tests)."""
 
     @property
     def retry_attempts(self) -> int:
@@ -66,7 +69,7 @@ class Scheduler:
                 started=started,
             )
         topics = self.options.topics
-        due = now_ms() + math.ceil(topics.retry_delay(attempt) * 1000)
+        due = self._clock() + math.ceil(topics.retry_delay(attempt) * 1000)
         message = delayed(record, attempts=attempt, due=due, reason=error)
         return _step(
             StepKind.RETRY_SCHEDULED,
@@ -84,10 +87,16 @@ class Scheduler:
         notification: Notification,
         breaker: CircuitBreaker,
         started: float,
+        attempts: int | None = None,
     ) -> Step | Outcome:
-        """The provider's breaker refused the call: park until it lets calls through."""
+        """The provider's breaker refuses calls: park until it lets calls through.
+
+        ``attempts`` counts the attempt that just failed and opened it, if any.
+        """
         state = waiting(record)
-        now = now_ms()
+        if attempts is not None:
+            state = replace(state, attempts=attempts)
+        now = self._clock()
         since = state.parked_since_ms or now
         reason = f"provider {notification.provider} unavailable (circuit breaker open)"
         if now - since > self.options.max_park_s * 1000:
@@ -131,7 +140,7 @@ class Scheduler:
         if not self.options.defer:
             return limited
         state = waiting(record)
-        now = now_ms()
+        now = self._clock()
         since = state.deferred_since_ms or now
         due = now + math.ceil(wait_s * 1000)
         if due - since > self.options.defer_max_s * 1000:

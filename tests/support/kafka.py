@@ -6,6 +6,7 @@ the tests and benchmarks comes from :func:`kafka_producer`.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -17,6 +18,9 @@ from kafka.errors import KafkaError
 
 PRODUCER_DEFAULTS: dict[str, Any] = {"client_id": "pushtrio-tests", "max_block_ms": 30_000}
 """kafka-python's defaults otherwise (idempotent, acks=all); a send blocks 30 s at most."""
+
+
+_DELAY_TOPIC = re.compile(r"\.(retry\.\d+|park|defer)$")
 
 
 def kafka_producer(bootstrap: str, **options: Any) -> KafkaProducer:
@@ -75,17 +79,42 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
         consumer.close()
 
 
-def committed_offsets(bootstrap: str, group: str) -> dict[int, int]:
-    """The group's committed offset per partition (partitions without one are absent)."""
+def is_delay_topic(topic: str) -> bool:
+    """Whether ``topic`` is one of pushtrio's retry tiers, park or defer topics."""
+    return bool(_DELAY_TOPIC.search(topic))
+
+
+def records_in(bootstrap: str, topic: str) -> int:
+    """Records ``topic`` holds (the sum of its end offsets); 0 when it does not exist."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, client_id="pushtrio-tests-offsets")
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            return 0
+        ends = consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
+        return int(sum(ends.values()))
+    finally:
+        consumer.close()
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str | None = None) -> dict[int, int]:
+    """The group's committed offset per partition of ``topic`` (partitions without one
+    are absent); without ``topic``, of the group's topic that is not a delay topic."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
         offsets = admin.list_group_offsets({group: None})[group]
-        return {tp.partition: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
     finally:
         admin.close()
+    return {
+        tp.partition: meta.offset
+        for tp, meta in offsets.items()
+        if meta.offset >= 0 and (tp.topic == topic if topic else not is_delay_topic(tp.topic))
+    }
 
 
-def committed_when_loaded(bootstrap: str, group: str, timeout_s: float = 30) -> dict[int, int]:
+def committed_when_loaded(
+    bootstrap: str, group: str, timeout_s: float = 30, topic: str | None = None
+) -> dict[int, int]:
     """The group's committed offsets, once the coordinator has loaded them.
 
     Just after a broker (re)starts, the coordinator answers CoordinatorLoadInProgress
@@ -94,7 +123,7 @@ def committed_when_loaded(bootstrap: str, group: str, timeout_s: float = 30) -> 
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            return committed_offsets(bootstrap, group)
+            return committed_offsets(bootstrap, group, topic)
         except KafkaError as exc:
             if not exc.retriable or time.monotonic() > deadline:
                 raise
@@ -125,7 +154,9 @@ def wait_committed(bootstrap: str, group: str, topic: str, timeout_s: float) -> 
     ends = end_offsets(bootstrap, topic)
     committed: dict[int, int] = {}
     while time.monotonic() < deadline:
-        committed = committed_when_loaded(bootstrap, group, max(0.0, deadline - time.monotonic()))
+        committed = committed_when_loaded(
+            bootstrap, group, max(0.0, deadline - time.monotonic()), topic
+        )
         if committed == ends:
             return committed
         time.sleep(0.2)

@@ -78,14 +78,15 @@ def test_a_stuck_partition_is_paused_reported_and_cleared_once_read_past() -> No
     consumer = _Consumer(_Part())
     assert stuck.stop(consumer, UnsupportedCodecError("lz4 missing"))
     assert consumer.paused == [TP]
-    assert 3 in stuck
+    assert ("t", 3) in stuck
+    assert ("t.retry.1", 3) not in stuck
     report = stuck.report()
-    assert report[3]["offset"] == 42
-    assert "UnsupportedCodecError" in report[3]["error"]
+    assert report["t/3"]["offset"] == 42
+    assert "UnsupportedCodecError" in report["t/3"]["error"]
     stuck.retry(consumer, {TP: [SimpleNamespace(offset=41)]}, resume=True)
-    assert 3 in stuck
+    assert ("t", 3) in stuck
     stuck.retry(consumer, {TP: [SimpleNamespace(offset=42)]}, resume=True)
-    assert 3 not in stuck
+    assert ("t", 3) not in stuck
 
 
 def test_a_stuck_partition_is_resumed_when_its_retry_is_due(

@@ -159,5 +159,10 @@ async def test_aclose_stops_the_feed_and_keeps_unsettled_records_uncommitted() -
         await source.aclose()
     assert source.tracker.committed(TP) == 2
     assert source.lag() == 2
-    assert source.health() == {"healthy": True, "backend": "embedded queue", "topic": TOPIC}
+    assert source.health() == {
+        "healthy": True,
+        "backend": "embedded queue",
+        "topic": TOPIC,
+        "delayed": 0,
+    }
     assert source.mode == "embedded"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pushtrio.metrics import LATENCY_BUCKETS_S, Metrics
 from pushtrio.model import Outcome, OutcomeKind
+from pushtrio.schedule import Step, StepKind
 
 KINDS = list(OutcomeKind)
 SNAPSHOT_KEYS = {
@@ -24,6 +26,10 @@ SNAPSHOT_KEYS = {
     "expired_messages",
     "duplicate_messages",
     "retried_attempts",
+    "retry_scheduled_messages",
+    "parked_messages",
+    "deferred_messages",
+    "breakers",
     "queue_size",
     "in_flight",
     "worker_count",
@@ -278,3 +284,46 @@ def test_a_failing_iterable_keeps_what_was_counted() -> None:
     assert snapshot["latency_ms"]["max"] == 4.0
     by_name = {s.name: s.value for s in families(metrics)["pushtrio_latency_seconds"].samples}
     assert by_name["pushtrio_latency_seconds_sum"] == pytest.approx(0.004)
+
+
+def test_steps_and_breakers_are_counted_apart_from_the_outcomes() -> None:
+    metrics = Metrics(worker_count=1)
+    step = Step(
+        kind=StepKind.RETRY_SCHEDULED,
+        topic="t.retry.1",
+        message=(None, b"{}", []),
+        id="n",
+        user_id="u1",
+        provider="fcm",
+        attempts=1,
+        due_ms=5,
+        reason="503 unavailable",
+        ts=0.0,
+    )
+    metrics.record_steps([step, step, replace(step, kind=StepKind.DEFERRED)])
+    metrics.bind_breakers(lambda: {"fcm": ("open", 1), "apns": ("closed", 0)})
+    snapshot = metrics.snapshot()
+    assert snapshot["retry_scheduled_messages"] == 2
+    assert snapshot["deferred_messages"] == 1
+    assert snapshot["parked_messages"] == 0
+    assert snapshot["processed_messages"] == 0  # a step is not an outcome
+    assert snapshot["breakers"]["fcm"] == {"state": "open", "transitions": 1}
+    found = families(metrics)
+    assert (
+        samples(found["pushtrio_retry_scheduled_messages"])[
+            ("pushtrio_retry_scheduled_messages_total", frozenset())
+        ]
+        == 2
+    )
+    states = samples(found["pushtrio_breaker_state"])
+    assert (
+        states[("pushtrio_breaker_state", frozenset({("provider", "fcm"), ("state", "open")}))] == 1
+    )
+    assert (
+        states[("pushtrio_breaker_state", frozenset({("provider", "fcm"), ("state", "closed")}))]
+        == 0
+    )
+    assert (
+        states[("pushtrio_breaker_state", frozenset({("provider", "apns"), ("state", "closed")}))]
+        == 1
+    )

@@ -25,7 +25,10 @@ from pushtrio.limiter.memory import MemoryLimiter
 from pushtrio.metrics import Metrics
 from pushtrio.pipeline import Pipeline, PipelineOptions
 from pushtrio.providers import Provider, ProviderOptions, build_providers, provider_stats
+from pushtrio.providers.breaker import BreakerOptions, build_breakers
 from pushtrio.records import ORIGIN_HEADER, Record
+from pushtrio.scheduler import Scheduler, SchedulerOptions
+from pushtrio.service.backends import delay_topics
 from pushtrio.source import batch_size_for
 from pushtrio.source.memory import MemoryBroker, MemorySource
 
@@ -34,6 +37,7 @@ from ..fast import note, pipeline_settings
 FUTURE = (datetime.now(UTC) + timedelta(days=1)).isoformat().replace("+00:00", "Z")
 PAST = (datetime.now(UTC) - timedelta(hours=1)).isoformat().replace("+00:00", "Z")
 KINDS = ("delivered", "failed", "invalid", "rate_limited", "expired", "duplicate")
+STEPS = ("retry_scheduled", "parked", "deferred")
 
 
 @dataclass
@@ -44,6 +48,8 @@ class Running:
     metrics: Metrics
     providers: dict[str, Provider]
     feed: Subscription
+    steps: Subscription
+    """Intermediate events: retry_scheduled, parked, deferred."""
 
     async def publish(self, values: Sequence[bytes], key: bytes | None = b"k") -> None:
         topic = self.settings.kafka_topic
@@ -63,13 +69,31 @@ class Running:
         return self.broker.log(self.settings.dlq_topic)
 
 
+def virtual_ms() -> int:
+    """trio's clock in milliseconds: due times that the autojump clock reaches."""
+    return int(trio.current_time() * 1000)
+
+
 @asynccontextmanager
-async def run_pipeline(**changes: Any) -> AsyncIterator[Running]:
-    """Run a pipeline fed by the embedded source; on leaving, stop intake and drain."""
+async def run_pipeline(
+    *, breakers: BreakerOptions | None = None, **changes: Any
+) -> AsyncIterator[Running]:
+    """Run a pipeline fed by the embedded source; on leaving, stop intake and drain.
+
+    Circuit breakers only when ``breakers`` is given; the delay topics run on
+    trio's clock.
+    """
     config = pipeline_settings(**changes)
     broker = MemoryBroker()
     batch_size = batch_size_for(config.max_queue_size)
-    source = MemorySource(broker, config.kafka_topic, batch_size=batch_size)
+    topics = delay_topics(config)
+    source = MemorySource(
+        broker,
+        config.kafka_topic,
+        batch_size=batch_size,
+        delay_topics=topics.all(),
+        clock=virtual_ms,
+    )
     providers = build_providers(
         ProviderOptions(
             success_rates=config.provider_success_rates,
@@ -84,24 +108,38 @@ async def run_pipeline(**changes: Any) -> AsyncIterator[Running]:
             worker_count=config.worker_count,
             batch_size=batch_size,
             max_in_flight=config.max_queue_size,
-            retry_attempts=config.retry_attempts,
-            retry_delay_s=config.retry_delay_s,
             provider_timeout_s=config.provider_timeout_s,
             dlq_topic=config.dlq_topic,
         ),
         limiter=MemoryLimiter(config.rate_limit_per_user, config.rate_limit_window_s),
         dedup=MemoryDedup(config.dedup_ttl_s),
         providers=providers,
+        scheduler=Scheduler(
+            SchedulerOptions(
+                topics=topics,
+                defer=config.rate_limit_policy == "defer",
+                defer_max_s=config.defer_max_s,
+                max_park_s=config.breaker_max_park_s,
+            ),
+            clock=virtual_ms,
+        ),
+        breakers=None
+        if breakers is None
+        else build_breakers(providers, breakers, on_change=lambda *_: None),
         dead_letters=broker,
         sinks=[metrics.record_outcomes, hub.publish],
+        step_sinks=[metrics.record_steps, hub.publish],
         settle=source.settle,
     )
     record_send, record_recv = trio.open_memory_channel[Record](config.max_queue_size)
-    with hub.subscribe(capacity=100_000) as feed:
+    with (
+        hub.subscribe(capacity=100_000, events=KINDS) as feed,
+        hub.subscribe(capacity=100_000, events=STEPS) as steps,
+    ):
         async with trio.open_nursery() as nursery:
             await nursery.start(pipeline.serve, record_recv)
             await nursery.start(source.serve, record_send)
-            yield Running(config, broker, source, metrics, providers, feed)
+            yield Running(config, broker, source, metrics, providers, feed, steps)
             source.stop_intake()  # the source closes the channel; the pipeline drains
 
 

@@ -11,6 +11,8 @@ from pushtrio.limiter.memory import MemoryLimiter
 from pushtrio.model import Outcome, OutcomeKind
 from pushtrio.pipeline import Pipeline, PipelineOptions
 from pushtrio.records import Record
+from pushtrio.schedule import DelayTopics
+from pushtrio.scheduler import Scheduler, SchedulerOptions
 from pushtrio.source.memory import MemoryBroker
 
 OUTCOME = Outcome(OutcomeKind.INVALID, "m-1", error="record is too large", attempts=0)
@@ -82,16 +84,23 @@ def make_pipeline() -> Pipeline:
         worker_count=1,
         batch_size=1,
         max_in_flight=1,
-        retry_attempts=0,
-        retry_delay_s=0.01,
         provider_timeout_s=1.0,
         dlq_topic="dlq",
+    )
+    scheduler = Scheduler(
+        SchedulerOptions(
+            DelayTopics("t", retry_attempts=0, retry_delay_s=0.01),
+            defer=False,
+            defer_max_s=1.0,
+            max_park_s=1.0,
+        )
     )
     return Pipeline(
         options,
         limiter=MemoryLimiter(1, 1.0),
         dedup=MemoryDedup(1.0),
         providers={},
+        scheduler=scheduler,
         dead_letters=MemoryBroker(),
         sinks=(),
         settle=lambda records: None,

@@ -150,3 +150,6 @@ async def test_health_is_503_while_one_provider_fails_every_call() -> None:
         assert document["status"] == "degraded"
         assert document["components"]["providers"]["healthy"] is False
         assert document["components"]["providers"]["apns"]["healthy"] is True
+        # 20 failed calls of 20 opened its breaker: the rest are parked, not tried.
+        assert document["components"]["providers"]["fcm"]["breaker"] == "open"
+        assert document["components"]["providers"]["apns"]["breaker"] == "closed"

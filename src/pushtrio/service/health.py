@@ -47,15 +47,16 @@ async def health_document(
     documents = {name: s.to_dict() for name, s in stats.items()}
     for name, breaker in breakers.items():
         if name in documents:
-            documents[name]["breaker"] = breaker.state.value
+            # An open breaker is an outage: the provider's notifications are parked.
+            state = breaker.state
+            documents[name]["breaker"] = state.value
+            documents[name]["healthy"] &= state is BreakerState.CLOSED
     components = {
         "kafka": source,
         "redis": redis,
         "workers": {"healthy": backend is not None and error is None, **workers, "error": error},
         "providers": {
-            # An open breaker is an outage: its notifications wait in the park topic.
-            "healthy": all(s.healthy for s in stats.values())
-            and all(b.state is BreakerState.CLOSED for b in breakers.values()),
+            "healthy": all(d["healthy"] for d in documents.values()),
             **documents,
         },
     }

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
@@ -129,8 +129,10 @@ class MemorySource:
         *,
         batch_size: int,
         delay_topics: Sequence[str] = (),
+        clock: Callable[[], int] = now_ms,
     ) -> None:
         self._broker = broker
+        self._clock = clock
         self._topic = topic
         self._delay_topics = tuple(delay_topics)
         self.batch_size = batch_size
@@ -178,7 +180,7 @@ class MemorySource:
                 )
             ]
             if delayed:
-                now = now_ms()
+                now = self._clock()
                 batch = _due_prefix(read, now)
                 if not batch:  # nothing is due: wait for the head (new records come after it)
                     await trio.sleep((due_ms(read[0]) - now) / 1000)
