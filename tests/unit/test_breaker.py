@@ -125,3 +125,33 @@ def test_bad_options_are_refused(changes: dict[str, float]) -> None:
     base = {"failure_rate": 0.5, "min_calls": 4, "window": 10, "open_for_s": 1.0, "probe_calls": 1}
     with pytest.raises(ValueError, match="must be"):
         BreakerOptions(**{**base, **changes})  # type: ignore[arg-type]
+
+
+def test_retry_in_counts_down_the_open_time_and_is_zero_otherwise() -> None:
+    now = [0.0]
+    b = breaker(now, [])
+    assert b.retry_in_s() == 0.0
+    for _ in range(OPTIONS.min_calls):
+        b.record(False)
+    now[0] = 10.0
+    assert b.retry_in_s() == pytest.approx(20.0)
+    now[0] = 30.0
+    assert b.retry_in_s() == 0.0  # half open now
+    assert state(b) is BreakerState.HALF_OPEN
+
+
+def test_probes_whose_results_never_come_are_given_again_after_open_for() -> None:
+    now = [0.0]
+    b = opened(now, [])
+    now[0] = 30.0
+    assert b.allow()
+    assert b.allow()
+    assert not b.allow()
+    now[0] = 59.9
+    assert not b.allow()
+    now[0] = 60.0
+    assert b.allow()  # new probes: the breaker cannot stay half open for ever
+    b.record(True)
+    assert b.allow()
+    b.record(True)
+    assert state(b) is BreakerState.CLOSED

@@ -23,10 +23,18 @@ from pushtrio.dedup import MemoryDedup
 from pushtrio.events import EventHub, Subscription
 from pushtrio.limiter.memory import MemoryLimiter
 from pushtrio.metrics import Metrics
+from pushtrio.model import Outcome, OutcomeKind
 from pushtrio.pipeline import Pipeline, PipelineOptions
-from pushtrio.providers import Provider, ProviderOptions, build_providers, provider_stats
+from pushtrio.providers import (
+    Configurable,
+    Provider,
+    ProviderOptions,
+    build_providers,
+    provider_stats,
+)
 from pushtrio.providers.breaker import BreakerOptions, build_breakers
 from pushtrio.records import ORIGIN_HEADER, Record
+from pushtrio.schedule import StepKind
 from pushtrio.scheduler import Scheduler, SchedulerOptions
 from pushtrio.service.backends import delay_topics
 from pushtrio.source import batch_size_for
@@ -40,6 +48,18 @@ KINDS = ("delivered", "failed", "invalid", "rate_limited", "expired", "duplicate
 STEPS = ("retry_scheduled", "parked", "deferred")
 
 
+class DeliveryTimes:
+    """An outcome sink: trio's clock at each delivery, by user."""
+
+    def __init__(self) -> None:
+        self.by_user: dict[str, list[float]] = {}
+
+    def record(self, outcomes: Sequence[Outcome]) -> None:
+        for outcome in outcomes:
+            if outcome.event is OutcomeKind.DELIVERED:
+                self.by_user.setdefault(outcome.user_id, []).append(trio.current_time())
+
+
 @dataclass
 class Running:
     settings: Settings
@@ -50,6 +70,7 @@ class Running:
     feed: Subscription
     steps: Subscription
     """Intermediate events: retry_scheduled, parked, deferred."""
+    delivered_at: DeliveryTimes
 
     async def publish(self, values: Sequence[bytes], key: bytes | None = b"k") -> None:
         topic = self.settings.kafka_topic
@@ -103,6 +124,7 @@ async def run_pipeline(
     )
     metrics = Metrics(worker_count=config.worker_count, providers=providers)
     hub = EventHub()
+    delivered_at = DeliveryTimes()
     pipeline = Pipeline(
         PipelineOptions(
             worker_count=config.worker_count,
@@ -125,9 +147,9 @@ async def run_pipeline(
         ),
         breakers=None
         if breakers is None
-        else build_breakers(providers, breakers, on_change=lambda *_: None),
+        else build_breakers(providers, breakers, clock=trio.current_time),
         dead_letters=broker,
-        sinks=[metrics.record_outcomes, hub.publish],
+        sinks=[metrics.record_outcomes, hub.publish, delivered_at.record],
         step_sinks=[metrics.record_steps, hub.publish],
         settle=source.settle,
     )
@@ -139,7 +161,7 @@ async def run_pipeline(
         async with trio.open_nursery() as nursery:
             await nursery.start(pipeline.serve, record_recv)
             await nursery.start(source.serve, record_send)
-            yield Running(config, broker, source, metrics, providers, feed, steps)
+            yield Running(config, broker, source, metrics, providers, feed, steps, delivered_at)
             source.stop_intake()  # the source closes the channel; the pipeline drains
 
 
@@ -320,3 +342,50 @@ async def test_a_replayed_record_without_an_id_keeps_the_id_of_its_first_copy(
     assert first["event"] == "delivered"
     assert again["event"] == "duplicate"
     assert again["id"] == first["id"]
+
+
+async def test_an_open_breaker_parks_its_notifications_until_the_provider_is_back(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    n = 30
+    async with run_pipeline(
+        breakers=BreakerOptions(min_calls=5, window=10, open_for_s=5.0),
+        retry_attempts=2,
+        retry_delay_s=0.5,
+    ) as running:
+        fcm = running.providers["fcm"]
+        assert isinstance(fcm, Configurable)
+        fcm.configure(success_rate=0.0, failure="transient")
+        await running.publish([note(f"f-{i}", f"u-{i}", provider="fcm") for i in range(n)])
+        await running.publish([note(f"a-{i}", f"u-{i}", provider="apns") for i in range(10)])
+        apns = await running.outcomes(10)  # not held up by FCM's outage
+        assert {e["id"] for e in apns} == {f"a-{i}" for i in range(10)}
+        parked = 0
+        with trio.fail_after(600):
+            while parked < 3 * n:  # each parked three times: several breaker periods
+                parked += (await running.steps.receive())["event"] == "parked"
+        assert running.dead_letters() == []
+        fcm.configure(success_rate=1.0)
+        events = await running.outcomes(n)
+    assert kinds_of(events) == {"delivered": n}
+    assert {e["id"] for e in events} == {f"f-{i}" for i in range(n)}
+    assert running.dead_letters() == []
+    assert running.metrics.steps(StepKind.PARKED) >= 3 * n
+
+
+async def test_deferred_notifications_are_delivered_when_the_window_has_room(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    n, limit, window_s = 10, 2, 3.0
+    async with run_pipeline(
+        rate_limit_policy="defer", rate_limit_per_user=limit, rate_limit_window_s=window_s
+    ) as running:
+        await running.publish([note(f"d-{i}", "busy") for i in range(n)])
+        events = await running.outcomes(n)
+    assert kinds_of(events) == {"delivered": n}
+    assert running.metrics.steps(StepKind.DEFERRED) >= n - limit
+    times = running.delivered_at.by_user["busy"]
+    assert len(times) == n
+    for first, third in zip(times, times[limit:], strict=False):
+        assert third - first > window_s  # never more than ``limit`` in any window
+    assert times[-1] - times[0] < (n / limit) * window_s + 1  # and no later than needed

@@ -177,6 +177,7 @@ def build_breakers(
     names: Iterable[str],
     options: BreakerOptions,
     on_change: Callable[[str, BreakerState], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> dict[str, CircuitBreaker]:
     """One breaker per provider name."""
-    return {name: CircuitBreaker(name, options, on_change=on_change) for name in names}
+    return {name: CircuitBreaker(name, options, clock=clock, on_change=on_change) for name in names}
