@@ -129,6 +129,16 @@ def format_event(event: dict[str, Any]) -> str:
         return (
             f"{stamp}  {'dropped':<12}  {event.get('count')} older events lost (watch fell behind)"
         )
+    if kind == "breaker":
+        return f"{stamp}  {kind:<12}  provider {event.get('provider')}: {event.get('state')}"
+    due = event.get("due")
+    if isinstance(due, int | float):  # a step: waiting in a delay topic
+        at = datetime.fromtimestamp(due).strftime("%H:%M:%S")
+        line = (
+            f"{stamp}  {kind:<12}  {event.get('id')}  user={event.get('user_id')}"
+            f"  {event.get('provider') or '-'}  attempts={event.get('attempts')}  due {at}"
+        )
+        return line + (f"  reason={event['reason']}" if event.get("reason") else "")
     line = (
         f"{stamp}  {kind:<12}  {event.get('id')}  user={event.get('user_id')}"
         f"  {event.get('provider') or '-'}  p{event.get('priority')}"

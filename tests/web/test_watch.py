@@ -58,6 +58,23 @@ def test_format_event() -> None:
     failed = format_event(delivered | {"event": "failed", "error": "fcm: unregistered"})
     assert failed.endswith("error=fcm: unregistered")
     assert "37 older events lost" in format_event({"event": "dropped", "count": 37})
+    breaker = format_event({"event": "breaker", "provider": "fcm", "state": "open", "ts": 1.0})
+    assert breaker.endswith("provider fcm: open")
+    step = {
+        "event": "retry_scheduled",
+        "id": "n-1",
+        "user_id": "u1",
+        "provider": "fcm",
+        "attempts": 1,
+        "due": 1_700_000_002.0,
+        "reason": "503 unavailable",
+        "ts": 1_700_000_000.0,
+    }
+    line = format_event(step)
+    assert "retry_scheduled" in line
+    assert "attempts=1" in line
+    assert "due " in line
+    assert line.endswith("reason=503 unavailable")
 
 
 def test_tally_summary() -> None:

@@ -15,6 +15,7 @@ import copy
 from typing import Any
 
 from .. import __version__
+from ..events import EVENT_KINDS
 from ..model import (
     MAX_BODY_CHARS,
     MAX_DATA_BYTES,
@@ -23,7 +24,6 @@ from ..model import (
     MAX_TITLE_CHARS,
     MAX_TYPE_CHARS,
     USER_ID_PATTERN,
-    OutcomeKind,
 )
 from ..provider_names import PROVIDERS
 from ..replay import DURATION_PATTERN, LISTED_MAX, OUTCOMES
@@ -213,6 +213,19 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["stats"],
         "properties": {
             "stats": {"type": "object"},
+            "breaker": {
+                "type": "object",
+                "required": ["state", "failure_rate", "retry_in_s", "transitions"],
+                "properties": {
+                    "state": {"enum": ["closed", "open", "half_open"]},
+                    "failure_rate": {"type": "number", "description": "over the window"},
+                    "retry_in_s": {
+                        "type": "number",
+                        "description": "until an open breaker lets probe calls through",
+                    },
+                    "transitions": {"type": "integer"},
+                },
+            },
             "mock": {
                 "type": "object",
                 "properties": {
@@ -266,6 +279,10 @@ _SCHEMAS: dict[str, Any] = {
             "expired_messages",
             "duplicate_messages",
             "retried_attempts",
+            "retry_scheduled_messages",
+            "parked_messages",
+            "deferred_messages",
+            "breakers",
             "queue_size",
             "in_flight",
             "worker_count",
@@ -320,11 +337,17 @@ _SCHEMAS: dict[str, Any] = {
     },
     "Event": {
         "type": "object",
-        "description": "One outcome, or a notice that this subscriber lost its oldest events.",
+        "description": "One outcome; a step on the way (retry_scheduled, parked, deferred: "
+        "written to a delay topic, due at ``due``); a provider's breaker changing state "
+        "(breaker: ``provider`` and ``state``, to subscribers of every user); or a notice "
+        "that this subscriber lost its oldest events.",
         "required": ["event"],
         "properties": {
-            "event": {"enum": [*(kind.value for kind in OutcomeKind), "dropped"]},
+            "event": {"enum": [*EVENT_KINDS, "dropped"]},
             "count": {"type": "integer", "description": "dropped notices only"},
+            "due": {"type": "number", "description": "steps only: Unix time it is due"},
+            "reason": {"type": ["string", "null"], "description": "steps only"},
+            "state": {"enum": ["closed", "open", "half_open"], "description": "breaker only"},
             "id": {"type": "string"},
             "user_id": {"type": "string"},
             "provider": {"type": "string"},
@@ -485,7 +508,7 @@ _PATHS: dict[str, Any] = {
                 {
                     "name": "event",
                     "in": "query",
-                    "description": "comma-separated outcome kinds",
+                    "description": "comma-separated event kinds",
                     "schema": {"type": "string"},
                     "example": "delivered,failed",
                 },
