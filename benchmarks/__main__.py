@@ -42,6 +42,7 @@ from pushtrio.produce import ProduceOptions, generate
 from . import report
 from .ceiling import measure_ceiling
 from .context import Bench
+from .delays import DEFER_PER_USER, DEFER_USERS, run_defer, run_outage
 from .environment import Services, kafka_addr, machine_info, redis_addr
 from .kafka_io import Kafka
 from .latency import run_latency
@@ -49,7 +50,8 @@ from .pipeline import run_throughput
 from .serve import BenchmarkError
 from .stats import rate_limit_for_third
 
-PHASES = ("ceiling", "pipeline", "mix", "latency")
+PHASES = ("ceiling", "pipeline", "mix", "latency", "outage", "defer")
+OUTAGE_MESSAGES = 50_000
 QUICK_MESSAGES = 100_000
 QUICK_LATENCY_S = 10.0
 MIX_USERS = 10_000
@@ -206,6 +208,19 @@ def run_phases(bench: Bench, args: argparse.Namespace, doc: dict[str, Any]) -> N
             console.print(
                 f"latency at {step.target_rate:,.0f}/s: p99 {report.fmt_ms(step.latency.p99_ms)}"
             )
+    if "outage" in args.phases:
+        outage_records = _records(min(n, OUTAGE_MESSAGES), "outage", users=1000)
+        outage = run_outage(bench, outage_records, timeout_s)
+        doc["outage"] = asdict(outage)
+        console.print(f"outage: the others at {outage.ratio:.2f} of their healthy throughput")
+    if "defer" in args.phases:
+        defer_records = _records(DEFER_USERS * DEFER_PER_USER, "defer", users=DEFER_USERS)
+        deferral = run_defer(bench, defer_records, timeout_s)
+        doc["defer"] = asdict(deferral)
+        console.print(
+            f"defer: {deferral.outcomes} in {report.fmt_s(deferral.seconds)}, "
+            f"at most {deferral.most_in_a_window} per user in a window"
+        )
 
 
 def measure(args: argparse.Namespace, console: Console, argv: Sequence[str]) -> dict[str, Any]:

@@ -11,8 +11,11 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import httpx
 from rich.progress import TaskID
+from tests.support.files import count_lines
 from tests.support.kafka import end_offsets
 
 from .context import Bench, reported_settings
@@ -58,6 +61,32 @@ def run_throughput(
     Raises BenchmarkError if the service exits or does not finish within ``timeout_s``.
     The service is stopped (SIGTERM, then SIGKILL) however this returns.
     """
+    return serve_through(bench, phase, records, overrides, timeout_s).result
+
+
+@dataclass(frozen=True, slots=True)
+class ServedRun:
+    result: ThroughputResult
+    outcomes: list[dict[str, Any]]
+    """Every line of the run's outcome log."""
+    metrics: dict[str, Any]
+    """``GET /metrics`` at the end, before the service stopped."""
+
+
+def serve_through(
+    bench: Bench,
+    phase: str,
+    records: Sequence[Record],
+    overrides: Mapping[str, str],
+    timeout_s: float,
+    *,
+    until_outcomes: bool = False,
+) -> ServedRun:
+    """:func:`run_throughput`, keeping the outcomes and the final ``/metrics``.
+
+    Ends when the committed offsets reach the end offsets, or with ``until_outcomes``
+    once every record has an outcome (deferred ones are committed long before).
+    """
     topic, group = bench.new_topic(phase)
     bench.flush_redis()
     produce_s = bench.produce(topic, records, f"{phase}: produce")
@@ -66,6 +95,9 @@ def run_throughput(
     task = bench.progress.add_task(f"{phase}: serve", total=total)
     with bench.start_serve(phase, topic, group, overrides) as serve:
         finished_wall = _wait_committed(bench, serve, (group, topic), ends, task, timeout_s)
+        if until_outcomes:
+            finished_wall = _wait_outcomes(bench, serve, total, task, timeout_s)
+        final_metrics: dict[str, Any] = httpx.get(f"{serve.url}/metrics", timeout=10).json()
         memory = serve.rss.figures()
         cpu = serve.cpu.figures()
         settings = reported_settings(serve.env)
@@ -75,7 +107,7 @@ def run_throughput(
     first_ts = min(float(outcome["ts"]) for outcome in outcomes)
     total_s = finished_wall - serve.started_wall
     processing_s = finished_wall - first_ts
-    return ThroughputResult(
+    result = ThroughputResult(
         messages=total,
         produce_s=produce_s,
         total_s=total_s,
@@ -88,6 +120,23 @@ def run_throughput(
         cpu=cpu,
         settings=settings,
     )
+    return ServedRun(result, outcomes, final_metrics)
+
+
+def _wait_outcomes(
+    bench: Bench, serve: MeasuredServe, total: int, task: TaskID, timeout_s: float
+) -> float:
+    """Poll the outcome log until it has ``total`` lines; return wall time."""
+    deadline = time.perf_counter() + timeout_s
+    seen = 0
+    while time.perf_counter() < deadline:
+        serve.check_alive()
+        seen = count_lines(serve.outcome_log) if serve.outcome_log.exists() else 0
+        bench.progress.update(task, completed=seen)
+        if seen >= total:
+            return time.time()
+        time.sleep(POLL_INTERVAL_S)
+    raise BenchmarkError(f"{seen} of {total} outcomes after {timeout_s:.0f}s")
 
 
 def _wait_committed(

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from benchmarks import report
+from benchmarks.delays import most_in_a_window
 from rich.console import Console
 
 
@@ -145,3 +146,51 @@ def test_update_markdown_creates_the_file(tmp_path: Path) -> None:
     report.update_markdown(path, _doc())
     report.update_markdown(path, _doc())
     assert path.read_text().count(report.BEGIN_MARK) == 1
+
+
+def _others(rate: float) -> dict[str, Any]:
+    return {"delivered": 600, "seconds": 600 / rate, "rate": rate, "p50_s": 0.3, "total_s": 2.0}
+
+
+def test_outage_and_defer_sections_judge_their_targets() -> None:
+    doc = _doc()
+    doc["outage"] = {
+        "messages": 900,
+        "down": "fcm",
+        "healthy": _others(1000.0),
+        "outage": _others(790.0),
+        "ratio": 0.79,
+        "outcomes": {"delivered": 600},
+        "parked": 900,
+        "retry_scheduled": 12,
+        "breaker": "open",
+        "settings": {},
+    }
+    doc["defer"] = {
+        "messages": 100,
+        "users": 5,
+        "limit": 5,
+        "window_s": 1.0,
+        "outcomes": {"delivered": 100},
+        "deferred": 150,
+        "seconds": 3.4,
+        "minimum_s": 3.0,
+        "most_in_a_window": 5,
+        "settings": {},
+    }
+    titled = dict(report.sections(doc))
+    [outage] = [rows for title, rows in titled.items() if title.startswith("6. One provider down")]
+    assert ("others' throughput during the outage, ratio", "0.79", ">= 0.8 (NOT met)") in outage
+    [defer] = [rows for title, rows in titled.items() if title.startswith("7. Deferral")]
+    assert ("most deliveries of one user in a window", "5", "<= 5 (met)") in defer
+
+
+def test_most_in_a_window_counts_one_user_at_a_time() -> None:
+    def delivered(user: str, ts: float) -> dict[str, Any]:
+        return {"event": "delivered", "user_id": user, "ts": ts}
+
+    outcomes = [delivered("a", t) for t in (0.0, 0.1, 1.2, 1.3)] + [delivered("b", 0.05)]
+    assert most_in_a_window(outcomes, 1.0) == 2
+    # 0.96 s apart counts as one window apart (logged times lag the limiter's slots)
+    assert most_in_a_window([delivered("a", 0.0), delivered("a", 0.96)], 1.0) == 1
+    assert most_in_a_window([delivered("a", 0.0), delivered("a", 0.9)], 1.0) == 2
