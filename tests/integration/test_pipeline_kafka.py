@@ -106,8 +106,10 @@ async def test_bad_input_gets_outcomes_and_dead_letters(
     # Retried while the errors are transient; a permanent one ends it early.
     assert 1 <= int(failed["pushtrio-attempts"]) <= settings.retry_attempts + 1
     assert failed["pushtrio-reason"]
+    # The record dead-lettered: the topic's, or a retry tier's; its origin is the topic's.
     source = orjson.loads(failed["pushtrio-source"])
-    assert source[0] == topic
+    assert source[0] == topic or source[0].startswith(f"{topic}.retry.")
+    assert orjson.loads(failed["pushtrio-origin"])[0] == topic
     assert {r.value for r in letters} >= {b"not json at all", b"[1, 2]"}
     await trio.to_thread.run_sync(
         wait_committed, kafka_bootstrap, settings.consumer_group, topic, 30.0

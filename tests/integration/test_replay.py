@@ -217,6 +217,8 @@ def test_replay_of_failed_letters_after_the_provider_is_fixed(
         tmp_path,
         "broken",
         PROVIDER_FCM_SUCCESS_RATE="0",
+        # No breaker to park them: here every FCM notification is to fail at once.
+        BREAKER_MIN_CALLS="100000",
         **common,
     )
     with ServeProcess(broken, tmp_path / "broken.log") as first:

@@ -14,6 +14,8 @@ from typing import Any
 from kafka import KafkaConsumer
 from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 
+from .assignor import TopicBalancedAssignor
+
 SESSION_TIMEOUT_MS = 10_000
 CALL_TIMEOUT_MS = 10_000
 """Limit on one blocking call of the reader thread (commit, committed offsets)."""
@@ -43,17 +45,19 @@ def _consumer(brokers: Sequence[str], **settings: Any) -> Any:
 def new_consumer(brokers: Sequence[str], group: str, *, max_poll_records: int) -> Any:
     """A KafkaConsumer for ``group`` with manual commits; raises KafkaError if unreachable.
 
-    Cooperative-sticky assignment moves only the partitions that must move. The
-    consumer never creates the topic it subscribes to (a deleted topic must show as
-    missing, not come back empty), though kafka-python 3.0 may still ask the broker
-    to; see README.
+    Cooperative assignment moves only the partitions that must move, balanced per
+    topic (:mod:`.assignor`: the topic and each delay topic are shared out on their
+    own); kafka-python's cooperative-sticky assignor stays listed second, so members
+    of an older version still agree on one. The consumer never creates the topic it
+    subscribes to (a deleted topic must show as missing, not come back empty), though
+    kafka-python 3.0 may still ask the broker to; see README.
     """
     return _consumer(
         brokers,
         group_id=group,
         client_id=f"pushtrio-{group}",
         max_poll_records=max_poll_records,
-        partition_assignment_strategy=(CooperativeStickyAssignor,),
+        partition_assignment_strategy=(TopicBalancedAssignor, CooperativeStickyAssignor),
         session_timeout_ms=SESSION_TIMEOUT_MS,
         heartbeat_interval_ms=SESSION_TIMEOUT_MS // 4,
     )
