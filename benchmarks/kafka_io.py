@@ -64,7 +64,7 @@ class Kafka:
             try:
                 prefixes = tuple(f"{name}." for name in self.created)
                 delays = [t for t in self._admin.list_topics() if t.startswith(prefixes)]
-                self._admin.delete_topics(self.created + delays)
+                self._admin.delete_topics(sorted(set(self.created + delays)))
             except Exception as exc:
                 logging.getLogger(__name__).warning("could not delete bench topics: %s", exc)
             self.created.clear()

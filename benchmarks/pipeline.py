@@ -81,8 +81,10 @@ def serve_through(
     timeout_s: float,
     *,
     until_outcomes: bool = False,
+    read_metrics: bool = False,
 ) -> ServedRun:
-    """:func:`run_throughput`, keeping the outcomes and the final ``/metrics``.
+    """:func:`run_throughput`, keeping the outcomes and, with ``read_metrics``, the
+    final ``/metrics`` (its address comes from the ready line: LOG_LEVEL=info).
 
     Ends when the committed offsets reach the end offsets, or with ``until_outcomes``
     once every record has an outcome (deferred ones are committed long before).
@@ -97,7 +99,10 @@ def serve_through(
         finished_wall = _wait_committed(bench, serve, (group, topic), ends, task, timeout_s)
         if until_outcomes:
             finished_wall = _wait_outcomes(bench, serve, total, task, timeout_s)
-        final_metrics: dict[str, Any] = httpx.get(f"{serve.url}/metrics", timeout=10).json()
+        final_metrics: dict[str, Any] = {}
+        if read_metrics:
+            url = serve.wait_ready(10)
+            final_metrics = httpx.get(f"{url}/metrics", timeout=10).json()
         memory = serve.rss.figures()
         cpu = serve.cpu.figures()
         settings = reported_settings(serve.env)

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from benchmarks.delays import most_in_a_window
 
 from ..support.files import read_jsonl
 from ..support.kafka import notification, produce, records_in, wait_committed
@@ -140,9 +141,9 @@ def test_deferred_notifications_all_go_out_and_never_beyond_the_limit(
     """RATE_LIMIT_POLICY=defer with 2 per 3 s: 10 notifications for one user are all
     delivered, none rate_limited, and no 3 s holds more than 2 deliveries.
 
-    The outcome log's ``ts`` is taken after the provider call, a few ms after the
-    limiter gave the slot; consecutive slots are at least 3 s apart, so gaps between
-    logged deliveries may be short of 3 s by that jitter: 50 ms is allowed for it.
+    The outcome log's ``ts`` comes after the provider call, a little after the
+    limiter gave the slot (at or after ``ts - latency_ms``): no 3 deliveries may
+    surely fall within 3 s (see ``benchmarks.delays.most_in_a_window``).
     """
     assert callable(new_topic)
     topic = new_topic(partitions=2)
@@ -185,6 +186,41 @@ def test_deferred_notifications_all_go_out_and_never_beyond_the_limit(
     assert Counter(e["event"] for e in events) == {"delivered": n}
     assert sorted(e["id"] for e in events) == sorted(f"d-{i}" for i in range(n))
     assert deferred >= n - limit
-    times = sorted(float(e["ts"]) for e in events)
-    for first, third in zip(times, times[limit:], strict=False):
-        assert third - first >= window_s - 0.05, times
+    assert most_in_a_window(events, window_s) <= limit, sorted(e["ts"] for e in events)
+
+
+def test_many_users_deferred_over_many_partitions_all_go_out(
+    kafka_bootstrap: str, redis_addr: str, new_topic: object, tmp_path: Path
+) -> None:
+    """Delay-topic partitions paused and resumed many times over must keep being read.
+
+    kafka-python 3.0.12 left a resumed partition unread for good when its fetched
+    records had been parked while it was paused (see ``source/fetcher_fix.py``);
+    the deferral benchmark lost about 1 run in 2 that way before the work-around.
+    """
+    assert callable(new_topic)
+    topic = new_topic(partitions=3)
+    users, per_user = 100, 10
+    env = serve_env(
+        kafka_bootstrap,
+        redis_addr,
+        topic,
+        tmp_path,
+        "many",
+        RATE_LIMIT_POLICY="defer",
+        RATE_LIMIT_PER_USER="3",
+        RATE_LIMIT_WINDOW="1s",
+        PROVIDER_LATENCY="1ms",
+    )
+    log = Path(env["OUTCOME_LOG"])
+    n = users * per_user
+    with ServeProcess(env, tmp_path / "many.log") as serve:
+        serve.wait_ready()
+        produce(
+            kafka_bootstrap,
+            topic,
+            [notification(f"m-{i}", f"user-{i % users}") for i in range(n)],
+        )
+        wait_for(lambda: len(outcomes(log)) >= n, 90, "every notification delivered")
+    assert Counter(e["event"] for e in outcomes(log)) == {"delivered": n}
+    assert most_in_a_window(outcomes(log), 1.0) <= 3

@@ -4,6 +4,7 @@ and how the Kafka reader holds records until they are due."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import pytest
 
@@ -12,6 +13,7 @@ from pushtrio.providers.breaker import BreakerOptions, CircuitBreaker
 from pushtrio.records import ORIGIN_HEADER, Record
 from pushtrio.schedule import DelayTopics, Step, StepKind, delayed, due_ms, waiting
 from pushtrio.scheduler import PARK_AGAIN_S, Scheduler, SchedulerOptions
+from pushtrio.source.fetcher_fix import release_parked
 from pushtrio.source.held import HeldRecords
 
 TOPICS = DelayTopics("orders", retry_attempts=3, retry_delay_s=1.0)
@@ -165,3 +167,31 @@ def test_a_head_not_yet_due_holds_back_an_earlier_due_record_behind_it() -> None
 def test_a_malformed_due_header_means_due_now(value: bytes) -> None:
     record = Record("orders.retry.1", 0, 0, b"{}", 0, headers=(("pushtrio-due", value),))
     assert due_ms(record) == 0
+
+
+class _Batch:
+    def __init__(self, records: int) -> None:
+        self.records = records
+
+    def __bool__(self) -> bool:
+        return self.records > 0
+
+
+def test_an_exhausted_batch_in_line_is_cleared_so_parked_records_come_back() -> None:
+    fetcher = SimpleNamespace(_next_partition_records=_Batch(0), _paused_partition_records={1: 2})
+    consumer = SimpleNamespace(_fetcher=fetcher)
+    assert release_parked(consumer)
+    assert fetcher._next_partition_records is None
+
+
+@pytest.mark.parametrize(
+    ("in_line", "parked"),
+    [(_Batch(3), {1: 2}), (_Batch(0), {}), (None, {1: 2})],
+)
+def test_a_batch_still_in_use_or_nothing_parked_is_left_alone(
+    in_line: _Batch | None, parked: dict[int, int]
+) -> None:
+    fetcher = SimpleNamespace(_next_partition_records=in_line, _paused_partition_records=parked)
+    assert not release_parked(SimpleNamespace(_fetcher=fetcher))
+    assert fetcher._next_partition_records is in_line
+    assert not release_parked(object())  # another client layout: nothing to do

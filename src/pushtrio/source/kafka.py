@@ -32,6 +32,7 @@ from kafka.structs import OffsetAndMetadata
 from ..errors import BackendError
 from ..records import Record
 from .clients import CALL_TIMEOUT_MS, new_consumer
+from .fetcher_fix import release_parked
 from .held import HeldRecords
 from .kafka_errors import DECODE_ERRORS, StuckPartitions, describe
 from .membership import Membership
@@ -285,6 +286,7 @@ class KafkaSource:
                     continue
                 self._apply_assignments(consumer, pending)
                 self.loop_at = time.monotonic()
+                release_parked(consumer)  # see .fetcher_fix
                 try:
                     records = consumer.poll(timeout_ms=POLL_TIMEOUT_MS)
                 except DECODE_ERRORS as exc:
