@@ -18,11 +18,11 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from .model import Notification, Outcome, OutcomeKind, outcome_of
 from .providers.breaker import CircuitBreaker
-from .records import Message, Record
+from .records import Record
 from .schedule import DelayTopics, Step, StepKind, delayed, now_ms, waiting
 
 PARK_AGAIN_S = 1.0
@@ -70,16 +70,8 @@ class Scheduler:
             )
         topics = self.options.topics
         due = self._clock() + math.ceil(topics.retry_delay(attempt) * 1000)
-        message = delayed(record, attempts=attempt, due=due, reason=error)
-        return _step(
-            StepKind.RETRY_SCHEDULED,
-            topics.retry(attempt),
-            message,
-            notification,
-            due=due,
-            attempts=attempt,
-            reason=error,
-        )
+        move = _Move(StepKind.RETRY_SCHEDULED, topics.retry(attempt), due, attempt, error)
+        return move.of(record, notification)
 
     def park(
         self,
@@ -94,33 +86,23 @@ class Scheduler:
         ``attempts`` counts the attempt that just failed and opened it, if any.
         """
         state = waiting(record)
-        if attempts is not None:
-            state = replace(state, attempts=attempts)
+        made = state.attempts if attempts is None else attempts
         now = self._clock()
         since = state.parked_since_ms or now
         reason = f"provider {notification.provider} unavailable (circuit breaker open)"
         if now - since > self.options.max_park_s * 1000:
+            error = f"{reason} for over {self.options.max_park_s:g}s"
             return outcome_of(
                 OutcomeKind.FAILED,
                 notification,
                 record,
-                attempts=state.attempts,
-                error=f"{reason} for over {self.options.max_park_s:g}s",
+                attempts=made,
+                error=error,
                 started=started,
             )
         due = now + math.ceil(max(breaker.retry_in_s(), PARK_AGAIN_S) * 1000)
-        message = delayed(
-            record, attempts=state.attempts, due=due, reason=reason, parked_since=since
-        )
-        return _step(
-            StepKind.PARKED,
-            self.options.topics.park,
-            message,
-            notification,
-            due=due,
-            attempts=state.attempts,
-            reason=reason,
-        )
+        move = _Move(StepKind.PARKED, self.options.topics.park, due, made, reason, parked=since)
+        return move.of(record, notification)
 
     def defer(
         self,
@@ -130,68 +112,53 @@ class Scheduler:
         started: float,
     ) -> Step | Outcome:
         """The user's window is full for ``wait_s`` more seconds."""
-        limited = outcome_of(
-            OutcomeKind.RATE_LIMITED,
-            notification,
-            record,
-            attempts=waiting(record).attempts,
-            started=started,
-        )
-        if not self.options.defer:
-            return limited
         state = waiting(record)
         now = self._clock()
         since = state.deferred_since_ms or now
         due = now + math.ceil(wait_s * 1000)
-        if due - since > self.options.defer_max_s * 1000:
-            return limited
+        kind = OutcomeKind.RATE_LIMITED
         expires = notification.expires_at
-        if expires is not None and due >= expires.timestamp() * 1000:
-            return outcome_of(
-                OutcomeKind.EXPIRED,
-                notification,
-                record,
-                attempts=state.attempts,
-                error="would expire while deferred",
-                started=started,
+        if self.options.defer and expires is not None and due >= expires.timestamp() * 1000:
+            kind = OutcomeKind.EXPIRED  # it would expire while it waits
+        elif self.options.defer and due - since <= self.options.defer_max_s * 1000:
+            topic = self.options.topics.defer
+            move = _Move(
+                StepKind.DEFERRED, topic, due, state.attempts, "rate limited", deferred=since
             )
+            return move.of(record, notification)
+        return outcome_of(kind, notification, record, attempts=state.attempts, started=started)
+
+
+@dataclass(frozen=True, slots=True)
+class _Move:
+    """Where and until when a record waits, and what its headers say."""
+
+    kind: StepKind
+    topic: str
+    due: int
+    attempts: int
+    reason: str
+    parked: int = 0
+    deferred: int = 0
+
+    def of(self, record: Record, notification: Notification) -> Step:
         message = delayed(
             record,
-            attempts=state.attempts,
-            due=due,
-            reason="rate limited",
-            deferred_since=since,
+            attempts=self.attempts,
+            due=self.due,
+            reason=self.reason,
+            parked_since=self.parked,
+            deferred_since=self.deferred,
         )
-        return _step(
-            StepKind.DEFERRED,
-            self.options.topics.defer,
-            message,
-            notification,
-            due=due,
-            attempts=state.attempts,
-            reason="rate limited",
+        return Step(
+            kind=self.kind,
+            topic=self.topic,
+            message=message,
+            id=notification.id,
+            user_id=notification.user_id,
+            provider=notification.provider,
+            attempts=self.attempts,
+            due_ms=self.due,
+            reason=self.reason,
+            ts=time.time(),
         )
-
-
-def _step(
-    kind: StepKind,
-    topic: str,
-    message: Message,
-    notification: Notification,
-    *,
-    due: int,
-    attempts: int,
-    reason: str,
-) -> Step:
-    return Step(
-        kind=kind,
-        topic=topic,
-        message=message,
-        id=notification.id,
-        user_id=notification.user_id,
-        provider=notification.provider,
-        attempts=attempts,
-        due_ms=due,
-        reason=reason,
-        ts=time.time(),
-    )
