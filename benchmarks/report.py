@@ -203,7 +203,8 @@ def sections(doc: Doc) -> list[tuple[str, list[Row]]]:
         out.append(
             (
                 f"6. One provider down: {outage['messages']:,} records, {outage['down']} "
-                "failing every call, the others against a run with no outage",
+                "failing every call, the others against a run with no outage "
+                "(the median of the rounds)",
                 _outage_rows(outage),
             )
         )
@@ -234,9 +235,14 @@ def _outage_rows(outage: Mapping[str, Any]) -> list[Row]:
             "",
         ),
         (
-            "others' throughput during the outage, ratio",
+            "others' throughput during the outage, ratio (median round)",
             f"{ratio:.2f}",
             f">= {OUTAGE_RATIO_TARGET} ({_mark(ratio >= OUTAGE_RATIO_TARGET)})",
+        ),
+        (
+            "ratio of each round",
+            " / ".join(f"{r:.2f}" for r in outage.get("ratios", [ratio])),
+            "",
         ),
         (
             "others finished (p50 / last), after the first outcome: no outage",
