@@ -265,9 +265,12 @@ class Pipeline:
         for (record, notification), wait_s in zip(candidates, waits, strict=True):
             if wait_s <= 0:
                 allowed.append((record, notification))
-            else:
-                result = self._scheduler.defer(record, notification, wait_s, started)
-                _place(result, record, settled, moved)
+                continue
+            breaker = self._breakers.get(notification.provider)
+            if breaker is not None:
+                breaker.give_back()  # a probe slot it took, if half open
+            result = self._scheduler.defer(record, notification, wait_s, started)
+            _place(result, record, settled, moved)
         return allowed
 
     def _claimed_by_other(self, message_id: str, record: Record) -> bool:
@@ -345,6 +348,8 @@ class Pipeline:
                 continue
             error, permanent = failure
             if permanent:
+                if breaker is not None:
+                    breaker.answered()
                 outcome = outcome_of(
                     OutcomeKind.FAILED,
                     notification,

@@ -94,7 +94,7 @@ def waiting(record: Record) -> Waiting:
         if key in (ATTEMPTS_HEADER, DUE_HEADER, PARKED_HEADER, DEFERRED_HEADER):
             try:
                 values[key] = int(value)
-            except ValueError:
+            except (TypeError, ValueError):  # a null or malformed value: not ours
                 continue
     if not values:
         return Waiting()
@@ -112,7 +112,7 @@ def due_ms(record: Record) -> int:
         if key == DUE_HEADER:
             try:
                 return int(value)
-            except ValueError:
+            except (TypeError, ValueError):
                 return 0
     return 0
 

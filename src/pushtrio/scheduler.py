@@ -26,7 +26,8 @@ from .records import Record
 from .schedule import DelayTopics, Step, StepKind, delayed, now_ms, waiting
 
 PARK_AGAIN_S = 1.0
-"""A breaker that is half open (its probes in flight) is asked again this much later."""
+"""A breaker that is half open (its probes in flight) is asked again this much later,
+or after SchedulerOptions.probe_wait_s if that is longer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,10 @@ class SchedulerOptions:
     """RATE_LIMIT_POLICY=defer: wait for a free slot instead of dropping."""
     defer_max_s: float
     max_park_s: float
+    probe_wait_s: float = PARK_AGAIN_S
+    """How long probes may take (the provider timeout): a notification that finds the
+    breaker half open, its probes out, waits this long rather than coming back
+    every second."""
 
 
 class Scheduler:
@@ -70,7 +75,16 @@ class Scheduler:
             )
         topics = self.options.topics
         due = self._clock() + math.ceil(topics.retry_delay(attempt) * 1000)
-        move = _Move(StepKind.RETRY_SCHEDULED, topics.retry(attempt), due, attempt, error)
+        state = waiting(record)
+        move = _Move(
+            StepKind.RETRY_SCHEDULED,
+            topics.retry(attempt),
+            due,
+            attempt,
+            error,
+            parked=state.parked_since_ms,
+            deferred=state.deferred_since_ms,
+        )
         return move.of(record, notification)
 
     def park(
@@ -100,8 +114,17 @@ class Scheduler:
                 error=error,
                 started=started,
             )
-        due = now + math.ceil(max(breaker.retry_in_s(), PARK_AGAIN_S) * 1000)
-        move = _Move(StepKind.PARKED, self.options.topics.park, due, made, reason, parked=since)
+        wait_s = breaker.retry_in_s() or max(PARK_AGAIN_S, self.options.probe_wait_s)
+        due = now + math.ceil(wait_s * 1000)
+        move = _Move(
+            StepKind.PARKED,
+            self.options.topics.park,
+            due,
+            made,
+            reason,
+            parked=since,
+            deferred=state.deferred_since_ms,
+        )
         return move.of(record, notification)
 
     def defer(
@@ -123,7 +146,13 @@ class Scheduler:
         elif self.options.defer and due - since <= self.options.defer_max_s * 1000:
             topic = self.options.topics.defer
             move = _Move(
-                StepKind.DEFERRED, topic, due, state.attempts, "rate limited", deferred=since
+                StepKind.DEFERRED,
+                topic,
+                due,
+                state.attempts,
+                "rate limited",
+                parked=state.parked_since_ms,
+                deferred=since,
             )
             return move.of(record, notification)
         return outcome_of(kind, notification, record, attempts=state.attempts, started=started)
@@ -131,7 +160,9 @@ class Scheduler:
 
 @dataclass(frozen=True, slots=True)
 class _Move:
-    """Where and until when a record waits, and what its headers say."""
+    """Where and until when a record waits, and what its headers say. Both clocks
+    (parked since, deferred since) go with every move, so that bouncing between the
+    breaker and the limiter escapes neither BREAKER_MAX_PARK nor DEFER_MAX."""
 
     kind: StepKind
     topic: str

@@ -60,3 +60,14 @@ def test_only_subscribers_of_a_topic_get_it() -> None:
     )
     assert {tp.topic for tp in assignment["b"]} == {"t"}
     assert Counter(tp.topic for tp in assignment["a"]) == {"t": 2, "t.park": 4}
+
+
+def test_the_surplus_of_odd_topics_spreads_over_the_members() -> None:
+    assignment = balanced_assignment(
+        dict.fromkeys(TOPICS, range(3)), dict.fromkeys("ab", TOPICS), {}
+    )
+    assert sorted(len(tps) for tps in assignment.values()) == [9, 9]
+    again = balanced_assignment(
+        dict.fromkeys(TOPICS, range(3)), dict.fromkeys("ab", TOPICS), assignment
+    )
+    assert again == assignment

@@ -155,3 +155,36 @@ def test_probes_whose_results_never_come_are_given_again_after_open_for() -> Non
     assert b.allow()
     b.record(True)
     assert state(b) is BreakerState.CLOSED
+
+
+def test_a_probe_that_did_not_go_out_is_given_back() -> None:
+    now = [0.0]
+    b = opened(now, [])
+    now[0] = 30.0
+    assert b.allow()
+    assert b.allow()
+    assert not b.allow()
+    b.give_back()  # the rate limit refused that one: its slot is free again
+    assert b.allow()
+    b.give_back()
+    b.give_back()
+    b.give_back()  # never more slots than probe calls
+    assert b.allow()
+    assert b.allow()
+    assert not b.allow()
+
+
+def test_a_permanent_error_counts_as_an_answer_only_while_half_open() -> None:
+    now = [0.0]
+    changes: list[tuple[str, BreakerState]] = []
+    b = breaker(now, changes)
+    b.answered()
+    assert b.failure_rate() == 0.0  # closed: not recorded at all
+    for _ in range(OPTIONS.min_calls):
+        b.record(False)
+    now[0] = 30.0
+    assert b.allow()
+    b.answered()
+    assert b.allow()
+    b.answered()  # both probes answered: the provider is up
+    assert state(b) is BreakerState.CLOSED

@@ -163,10 +163,12 @@ def test_a_head_not_yet_due_holds_back_an_earlier_due_record_behind_it() -> None
     assert [r.offset for r in held.release_due(now=300)] == [0, 1]
 
 
-@pytest.mark.parametrize("value", [b"soon", b""])
-def test_a_malformed_due_header_means_due_now(value: bytes) -> None:
-    record = Record("orders.retry.1", 0, 0, b"{}", 0, headers=(("pushtrio-due", value),))
+@pytest.mark.parametrize("value", [b"soon", b"", None])
+def test_a_malformed_or_null_state_header_is_ignored(value: bytes | None) -> None:
+    headers = (("pushtrio-due", value), ("pushtrio-attempts", value))
+    record = Record("orders.retry.1", 0, 0, b"{}", 0, headers=headers)  # type: ignore[arg-type]
     assert due_ms(record) == 0
+    assert waiting(record).attempts == 0
 
 
 class _Batch:

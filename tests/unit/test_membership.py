@@ -17,12 +17,15 @@ from pushtrio.source.monitor import GroupMonitor, _Round
 class _Consumer:
     """Records the reader's calls; holds ``held`` partitions of topic t."""
 
-    def __init__(self, held: set[int]) -> None:
+    def __init__(self, held: set[int], delay_held: set[int] | None = None) -> None:
         self.held = held
+        self.delay_held = delay_held or set()
         self.calls: list[str] = []
 
     def assignment(self) -> set[TopicPartition]:
-        return {TopicPartition("t", p) for p in self.held}
+        return {TopicPartition("t", p) for p in self.held} | {
+            TopicPartition("t.retry.1", p) for p in self.delay_held
+        }
 
     def subscribe(self, topics: list[str], listener: object) -> None:
         assert topics == ["t"]
@@ -75,7 +78,8 @@ def test_partitions_nobody_reads_make_the_member_rejoin_once_a_while(
     clock: list[float],
 ) -> None:
     monitor = GroupMonitor(["127.0.0.1:1"], "t", "g")
-    membership, consumer = _membership(monitor), _Consumer({0, 1})
+    # Partition 2 of a delay topic held here says nothing of the topic's partition 2.
+    membership, consumer = _membership(monitor), _Consumer({0, 1}, delay_held={2, 3})
     # Partitions 2 and 3 were just added, with records; this member holds 0 and 1.
     monitor._apply(_Round({0: (5, 5), 1: (5, 5), 2: (10, 0), 3: (0, 0)}, topic_exists=True))
     clock[0] += REBALANCE_AFTER_S - 1

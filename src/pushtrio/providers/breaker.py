@@ -119,6 +119,21 @@ class CircuitBreaker:
                 return True
         return False
 
+    def give_back(self) -> None:
+        """A call :meth:`allow` let through did not go out after all (refused by the
+        rate limit): while half open, its probe slot is free again."""
+        if self._state is BreakerState.HALF_OPEN and self._probes_left < self.options.probe_calls:
+            self._probes_left += 1
+
+    def answered(self) -> None:
+        """A call got a permanent error of its own notification: the provider is up.
+
+        Counts as a successful probe while half open; otherwise not recorded at all
+        (a bad token says nothing of the provider's health).
+        """
+        if self.state is BreakerState.HALF_OPEN:
+            self.record(True)
+
     def record(self, ok: bool) -> None:
         """The result of one call that :meth:`allow` let through."""
         state = self.state

@@ -249,6 +249,7 @@ class Service:
                     defer=settings.rate_limit_policy == "defer",
                     defer_max_s=settings.defer_max_s,
                     max_park_s=settings.breaker_max_park_s,
+                    probe_wait_s=settings.provider_timeout_s,
                 )
             ),
             breakers=self.breakers,

@@ -33,8 +33,8 @@ def balanced_assignment(
 
     ``partitions``: topic -> its partition numbers; ``subscriptions``: member ->
     topics; ``owned``: member -> what it holds now. The members given one partition
-    more than others (when a topic does not divide evenly) are those holding most
-    of it now, then the least loaded so far, so the surplus spreads over topics.
+    more than others (when a topic does not divide evenly) are the least loaded so
+    far, so the surplus spreads over the members, then those holding most of it now.
     """
     result: Assignment = {member: set() for member in subscriptions}
     load: dict[str, int] = dict.fromkeys(subscriptions, 0)
@@ -52,7 +52,7 @@ def balanced_assignment(
             if holder.get(tp) in members:
                 held[holder[tp]].append(tp)
         base, extra = divmod(len(tps), len(members))
-        ranked = sorted(members, key=lambda m: (-len(held[m]), load[m], m))
+        ranked = sorted(members, key=lambda m: (load[m], -len(held[m]), m))
         quota = {m: base + (1 if i < extra else 0) for i, m in enumerate(ranked)}
         free: list[TopicPartition] = []
         for member in members:

@@ -44,6 +44,7 @@ class Membership:
         listener: Callable[[], Any],
     ) -> None:
         self._topics = list(topics)
+        """The main topic first, then its delay topics."""
         self._group = group
         self._monitor = monitor
         self._listener = listener
@@ -113,7 +114,8 @@ class Membership:
             return []
         if measured_at is None or now - measured_at > MONITOR_FRESH_S:
             return []  # the figures are old: the monitor cannot reach the brokers
-        held = {tp.partition for tp in consumer.assignment()}
+        main = self._topics[0]
+        held = {tp.partition for tp in consumer.assignment() if tp.topic == main}
         unread = self._monitor.stalled(self._monitor.partitions() - held, REBALANCE_AFTER_S)
         if unread:
             self._rebalanced_at = now
