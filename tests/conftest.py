@@ -84,5 +84,8 @@ def new_topic(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
 
     yield create
     if created:
-        admin.delete_topics(created)
+        # The delay topics a service created next to them go too.
+        prefixes = tuple(f"{name}." for name in created)
+        delay = [t for t in admin.list_topics() if t.startswith(prefixes)]
+        admin.delete_topics(sorted(set(created) | set(delay)))
     admin.close()

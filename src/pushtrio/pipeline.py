@@ -337,39 +337,38 @@ class Pipeline:
         except Exception as exc:  # the per-message boundary, for a whole provider call
             log.exception("provider %s crashed", name)
             results = [(f"internal error: {exc!r}", True)] * len(group)
+        if breaker is not None:
+            # The whole call is recorded first: a call whose failures open the
+            # breaker parks all its transient failures, not only those after it opened.
+            for failure in results:
+                if failure is None:
+                    breaker.record(True)
+                elif failure[1]:
+                    breaker.answered()
+                else:
+                    breaker.record(False)
+        provider_down = breaker is not None and breaker.state is not BreakerState.CLOSED
         for (record, notification), failure in zip(group, results, strict=True):
             if failure is None:
-                if breaker is not None:
-                    breaker.record(True)
-                outcome = outcome_of(
-                    OutcomeKind.DELIVERED, notification, record, attempts=attempt, started=started
-                )
-                settled.append((record, outcome))
+                kind, error = OutcomeKind.DELIVERED, ""
+            elif failure[1]:
+                kind, error = OutcomeKind.FAILED, failure[0]
+            elif breaker is not None and provider_down:
+                # The provider is down, not this notification: wait for it rather
+                # than spend the retries (or reach the dead-letter topic).
+                parked = self._scheduler.park(record, notification, breaker, started, attempt)
+                _place(parked, record, settled, moved)
                 continue
-            error, permanent = failure
-            if permanent:
-                if breaker is not None:
-                    breaker.answered()
-                outcome = outcome_of(
-                    OutcomeKind.FAILED,
-                    notification,
-                    record,
-                    attempts=attempt,
-                    error=error,
-                    started=started,
+            else:
+                after = self._scheduler.after_failure(
+                    record, notification, attempt, failure[0], started
                 )
-                settled.append((record, outcome))
+                _place(after, record, settled, moved)
                 continue
-            if breaker is not None:
-                breaker.record(False)
-                if breaker.state is not BreakerState.CLOSED:
-                    # The provider is down, not this notification: wait for it
-                    # rather than spend the retries (or reach the dead-letter topic).
-                    parked = self._scheduler.park(record, notification, breaker, started, attempt)
-                    _place(parked, record, settled, moved)
-                    continue
-            result = self._scheduler.after_failure(record, notification, attempt, error, started)
-            _place(result, record, settled, moved)
+            outcome = outcome_of(
+                kind, notification, record, attempts=attempt, error=error, started=started
+            )
+            settled.append((record, outcome))
 
     def _invalid(self, record: Record, default_id: str, exc: InvalidNotification) -> Outcome:
         reason = exc.reason if exc.field is None else f"{exc.field}: {exc.reason}"

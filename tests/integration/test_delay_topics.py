@@ -13,7 +13,14 @@ import pytest
 from benchmarks.delays import most_in_a_window
 
 from ..support.files import read_jsonl
-from ..support.kafka import notification, produce, records_in, wait_committed
+from ..support.kafka import (
+    delete_topics,
+    kafka_producer,
+    notification,
+    produce,
+    records_in,
+    wait_committed,
+)
 from ..support.process import ServeProcess, serve_env
 from ..support.waiting import wait_for
 
@@ -224,3 +231,29 @@ def test_many_users_deferred_over_many_partitions_all_go_out(
         wait_for(lambda: len(outcomes(log)) >= n, 90, "every notification delivered")
     assert Counter(e["event"] for e in outcomes(log)) == {"delivered": n}
     assert most_in_a_window(outcomes(log), 1.0) <= 3
+
+
+def test_a_tier_beyond_a_lowered_retry_attempts_is_still_read(
+    kafka_bootstrap: str, redis_addr: str, new_topic: object, tmp_path: Path
+) -> None:
+    """Records left in ``.retry.3`` by a service with RETRY_ATTEMPTS=3 are delivered by
+    one restarted with RETRY_ATTEMPTS=1 (they would otherwise wait for ever)."""
+    assert callable(new_topic)
+    topic = new_topic(partitions=1)
+    tier = f"{topic}.retry.3"
+    key, value = notification("late-1", "user-1", provider="apns")
+    headers = [("pushtrio-attempts", b"3"), ("pushtrio-due", b"0")]
+    producer = kafka_producer(kafka_bootstrap)
+    try:
+        producer.send(tier, key=key, value=value, headers=headers).get(timeout=30)
+    finally:
+        producer.close(timeout=10)
+    env = serve_env(kafka_bootstrap, redis_addr, topic, tmp_path, "stray", RETRY_ATTEMPTS="1")
+    log = Path(env["OUTCOME_LOG"])
+    with ServeProcess(env, tmp_path / "stray.log") as serve:
+        serve.wait_ready()
+        wait_for(lambda: len(outcomes(log)) >= 1, 60, "the stray tier's record delivered")
+    [event] = outcomes(log)
+    assert (event["id"], event["event"], event["attempts"]) == ("late-1", "delivered", 4)
+    assert "retry tiers beyond RETRY_ATTEMPTS" in (tmp_path / "stray.log").read_text()
+    delete_topics(kafka_bootstrap, [tier])

@@ -84,6 +84,19 @@ def is_delay_topic(topic: str) -> bool:
     return bool(_DELAY_TOPIC.search(topic))
 
 
+def delete_topics(bootstrap: str, topics: Sequence[str]) -> None:
+    """Delete ``topics`` and the delay topics a service made next to them (best effort)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        prefixes = tuple(f"{topic}." for topic in topics)
+        delay = [t for t in admin.list_topics() if t.startswith(prefixes) and is_delay_topic(t)]
+        admin.delete_topics(sorted(set(topics) | set(delay)))
+    except KafkaError:
+        pass
+    finally:
+        admin.close()
+
+
 def records_in(bootstrap: str, topic: str) -> int:
     """Records ``topic`` holds (the sum of its end offsets); 0 when it does not exist."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, client_id="pushtrio-tests-offsets")

@@ -15,6 +15,7 @@ from pushtrio.schedule import DelayTopics, Step, StepKind, delayed, due_ms, wait
 from pushtrio.scheduler import PARK_AGAIN_S, Scheduler, SchedulerOptions
 from pushtrio.source.fetcher_fix import release_parked
 from pushtrio.source.held import HeldRecords
+from pushtrio.source.topics import stray_tiers
 
 TOPICS = DelayTopics("orders", retry_attempts=3, retry_delay_s=1.0)
 NOTE = Notification(id="n-1", user_id="u1", provider="fcm")
@@ -197,3 +198,13 @@ def test_a_batch_still_in_use_or_nothing_parked_is_left_alone(
     assert not release_parked(SimpleNamespace(_fetcher=fetcher))
     assert fetcher._next_partition_records is in_line
     assert not release_parked(object())  # another client layout: nothing to do
+
+
+def test_retry_tiers_beyond_the_setting_are_found_in_tier_order() -> None:
+    existing = ["orders", "orders.retry.1", "orders.retry.10", "orders.retry.2", "orders.park"]
+    existing += ["orders.retry.x", "other.retry.5", "orders.retry.3.dlq"]
+    assert stray_tiers(existing, "orders", ["orders.retry.1"]) == [
+        "orders.retry.2",
+        "orders.retry.10",
+    ]
+    assert stray_tiers(existing, "orders", TOPICS.all()) == ["orders.retry.10"]

@@ -23,6 +23,10 @@ class HeldRecords:
         self._held: dict[tuple[str, int], deque[Record]] = {}
         self._count = 0
 
+    def add_topics(self, topics: Iterable[str]) -> None:
+        """Hold the records of ``topics`` too (before the reader subscribes to them)."""
+        self.topics = self.topics | frozenset(topics)
+
     def __len__(self) -> int:
         """Records held (read from any thread: a plain int)."""
         return self._count

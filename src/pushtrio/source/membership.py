@@ -100,6 +100,10 @@ class Membership:
         self._subscribe(consumer)
         return True
 
+    def add_topics(self, topics: Sequence[str]) -> None:
+        """Subscribe to ``topics`` too, from the next (re)join on."""
+        self._topics += [t for t in topics if t not in self._topics]
+
     def _subscribe(self, consumer: Any) -> None:
         consumer.subscribe(self._topics, listener=self._listener())
         self.released = False

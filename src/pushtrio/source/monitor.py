@@ -32,7 +32,7 @@ from kafka.errors import KafkaError
 
 from .clients import RECONNECT_BACKOFF_MAX_MS
 from .kafka_errors import describe
-from .topics import ensure_topics
+from .topics import ensure_topics, stray_tiers
 
 log = logging.getLogger(__name__)
 
@@ -188,13 +188,16 @@ class GroupMonitor:
             if closed:
                 self._drop_admin()
 
-    def prepare_topics(self) -> None:
+    def prepare_topics(self) -> list[str]:
         """Create the missing delay topics if the topic exists (blocking; at start-up,
-        before the reader subscribes). Raises KafkaError."""
+        before the reader subscribes); return the retry tiers that exist beyond
+        those asked for (RETRY_ATTEMPTS was lowered: their records must still be
+        read). Raises KafkaError."""
         admin = self._open_admin()
         [described] = admin.describe_topics([self._topic])
         if described.get("error_code", 0) == 0 and described.get("partitions"):
             self._ensure_delay_topics(admin, len(described["partitions"]))
+        return stray_tiers(admin.list_topics(), self._topic, self._delay_topics)
 
     def _ensure_delay_topics(self, admin: Any, partitions: int) -> None:
         if not self._delay_topics_ready:

@@ -7,7 +7,8 @@ fine. Replication and the rest are the broker's defaults.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from kafka.admin import NewTopic
@@ -42,3 +43,14 @@ def ensure_topics(admin: Any, names: Sequence[str], partitions: int, timeout_ms:
             "" if partitions == 1 else "s",
         )
     return created
+
+
+def stray_tiers(existing: Iterable[str], topic: str, known: Sequence[str]) -> list[str]:
+    """Retry tiers of ``topic`` that exist but are not in ``known``, in tier order.
+
+    A service restarted with a lower RETRY_ATTEMPTS still reads them (their records
+    end ``failed`` if they fail again), or they would wait there for ever.
+    """
+    tier = re.compile(re.escape(topic) + r"\.retry\.(\d+)")
+    found = [(int(m.group(1)), name) for name in existing if (m := tier.fullmatch(name))]
+    return [name for _, name in sorted(found) if name not in known]
