@@ -140,13 +140,19 @@ def test_retry_in_counts_down_the_open_time_and_is_zero_otherwise() -> None:
     assert state(b) is BreakerState.HALF_OPEN
 
 
-def test_probes_whose_results_never_come_are_given_again_after_open_for() -> None:
-    now = [0.0]
+def probes_out(now: list[float]) -> CircuitBreaker:
+    """A breaker half open at 30 s whose probe slots are all taken."""
     b = opened(now, [])
     now[0] = 30.0
     assert b.allow()
     assert b.allow()
     assert not b.allow()
+    return b
+
+
+def test_probes_whose_results_never_come_are_given_again_after_open_for() -> None:
+    now = [0.0]
+    b = probes_out(now)
     now[0] = 59.9
     assert not b.allow()
     now[0] = 60.0
@@ -158,12 +164,7 @@ def test_probes_whose_results_never_come_are_given_again_after_open_for() -> Non
 
 
 def test_a_probe_that_did_not_go_out_is_given_back() -> None:
-    now = [0.0]
-    b = opened(now, [])
-    now[0] = 30.0
-    assert b.allow()
-    assert b.allow()
-    assert not b.allow()
+    b = probes_out([0.0])
     b.give_back()  # the rate limit refused that one: its slot is free again
     assert b.allow()
     b.give_back()
