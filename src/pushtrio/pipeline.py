@@ -415,10 +415,10 @@ class Pipeline:
                 "dead-letter write", lambda: self._dead_letters.publish_many(topic, letters)
             )
         steps = [step for _, step in moved]
-        for topic, messages in steps_by_topic(steps):
+        for topic, messages, partitions in steps_by_topic(steps):
             await self.backend.call(
                 f"write to {topic}",
-                partial(self._dead_letters.publish_many, topic, messages),
+                partial(self._dead_letters.publish_many, topic, messages, partitions),
             )
         if settled:
             outcomes = [o for _, o in settled]

@@ -58,9 +58,14 @@ Batch = list[Record]
 class Publisher(Protocol):
     """Writes records to a topic; used by ``POST /send`` and the dead-letter path."""
 
-    async def publish_many(self, topic: str, items: Sequence[Message]) -> None:
+    async def publish_many(
+        self, topic: str, items: Sequence[Message], partitions: Sequence[int] | None = None
+    ) -> None:
         """Write ``(key, value, headers)`` items and return once the broker has all.
 
+        ``partitions``, when given, names each item's partition (modulo the topic's
+        partition count) instead of hashing its key: a delay-topic record goes to the
+        partition number its source record had, and skips the partitioner's cost.
         Raises BrokerUnavailable when they could not all be written in time.
         """
         ...

@@ -135,6 +135,8 @@ class Step:
     due_ms: int
     reason: str
     ts: float
+    partition: int = 0
+    """The source record's partition: the write goes to the same number (modulo)."""
 
     @property
     def event(self) -> StepKind:
@@ -182,9 +184,13 @@ def delayed(
     return record.key, record.value, headers
 
 
-def steps_by_topic(steps: list[Step]) -> Iterator[tuple[str, list[Message]]]:
-    """The writes of ``steps``, one list per topic, each in the steps' order."""
-    by_topic: dict[str, list[Message]] = {}
+def steps_by_topic(steps: list[Step]) -> Iterator[tuple[str, list[Message], list[int]]]:
+    """The writes of ``steps`` per topic, in the steps' order: the messages, and the
+    partition number of each one's source record (where it is written)."""
+    by_topic: dict[str, tuple[list[Message], list[int]]] = {}
     for step in steps:
-        by_topic.setdefault(step.topic, []).append(step.message)
-    yield from by_topic.items()
+        messages, partitions = by_topic.setdefault(step.topic, ([], []))
+        messages.append(step.message)
+        partitions.append(step.partition)
+    for topic, (messages, partitions) in by_topic.items():
+        yield topic, messages, partitions

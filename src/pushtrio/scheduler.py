@@ -192,4 +192,5 @@ class _Move:
             due_ms=self.due,
             reason=self.reason,
             ts=time.time(),
+            partition=record.partition,
         )

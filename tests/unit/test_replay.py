@@ -262,11 +262,13 @@ class FailingPublisher(MemoryBroker):
         super().__init__()
         self.works = works
 
-    async def publish_many(self, topic: str, items: Sequence[Message]) -> None:
+    async def publish_many(
+        self, topic: str, items: Sequence[Message], partitions: Sequence[int] | None = None
+    ) -> None:
         if self.works == 0:
             raise BrokerUnavailable("connection refused")
         self.works -= 1
-        await super().publish_many(topic, items)
+        await super().publish_many(topic, items, partitions)
 
 
 async def test_a_broker_failure_says_how_many_were_replayed_before() -> None:

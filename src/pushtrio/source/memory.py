@@ -101,8 +101,11 @@ class MemoryBroker:
     async def wait_for_more(self) -> None:
         await self._changed.wait()
 
-    async def publish_many(self, topic: str, items: Sequence[Message]) -> None:
-        """Append items; never fails (the embedded queue is unbounded memory)."""
+    async def publish_many(
+        self, topic: str, items: Sequence[Message], partitions: Sequence[int] | None = None
+    ) -> None:
+        """Append items (each topic is one partition: ``partitions`` changes nothing);
+        never fails (the embedded queue is unbounded memory)."""
         self.append_nowait(topic, items)
         await trio.lowlevel.checkpoint()
 

@@ -42,16 +42,27 @@ class KafkaPublisher:
                 )
             return self._producer
 
-    def _publish_blocking(self, topic: str, items: Sequence[Message]) -> None:
+    def _publish_blocking(
+        self, topic: str, items: Sequence[Message], partitions: Sequence[int] | None
+    ) -> None:
         try:
             producer = self._get_producer()
-            futures = [producer.send(topic, value=v, key=k, headers=h) for k, v, h in items]
+            if partitions is None:
+                futures = [producer.send(topic, value=v, key=k, headers=h) for k, v, h in items]
+            else:
+                count = len(producer.partitions_for(topic))
+                futures = [
+                    producer.send(topic, value=v, key=k, headers=h, partition=p % count)
+                    for (k, v, h), p in zip(items, partitions, strict=True)
+                ]
             for future in futures:
                 future.get(timeout=self._timeout_s)
         except KafkaError as exc:
             raise BrokerUnavailable(f"Kafka did not take the records: {exc}") from exc
 
-    async def publish_many(self, topic: str, items: Sequence[Message]) -> None:
+    async def publish_many(
+        self, topic: str, items: Sequence[Message], partitions: Sequence[int] | None = None
+    ) -> None:
         """Write items and wait for the broker's acknowledgements (one thread hop).
 
         Raises BrokerUnavailable on any producer error or time-out. On cancellation
@@ -59,7 +70,7 @@ class KafkaPublisher:
         """
         if items:
             await trio.to_thread.run_sync(
-                self._publish_blocking, topic, items, abandon_on_cancel=True
+                self._publish_blocking, topic, items, partitions, abandon_on_cancel=True
             )
 
     async def check(self) -> None:
