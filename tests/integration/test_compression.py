@@ -43,7 +43,7 @@ def java_producer(tmp_path_factory: pytest.TempPathFactory) -> JavaProducer:
 def producers_per_codec(
     bootstrap: str, topic: str, expected: int, monkeypatch: pytest.MonkeyPatch
 ) -> Counter[str]:
-    """How many producers wrote ``topic``'s record batches with each compression type.
+    """How many producers wrote ``topic``'s compressed record batches with each codec.
 
     Both clients are idempotent by default, so each producer has an id of its own.
     """
@@ -57,7 +57,9 @@ def producers_per_codec(
     with monkeypatch.context() as patch:
         patch.setattr(DefaultRecordBatch, "_maybe_uncompress", spy)
         assert len(read_all(bootstrap, topic, expected, timeout_s=TIMEOUT_S)) == expected
-    return Counter(CODEC_IDS.get(code, f"codec {code}") for _, code in seen)
+    # kafka-python sends a batch uncompressed when compressing does not shrink it (a
+    # batch of one small record, split off by timing): such batches say nothing here.
+    return Counter(CODEC_IDS.get(code, f"codec {code}") for _, code in seen if code != 0)
 
 
 @pytest.mark.parametrize("codec", CODECS)
