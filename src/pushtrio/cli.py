@@ -49,6 +49,20 @@ def setup_logging(level: str) -> None:
     # metadata refresh (10 a second) while a topic is missing; the group monitor says
     # it once, with what it means, and /health keeps saying it.
     logging.getLogger("kafka.cluster").setLevel(logging.CRITICAL)
+    logging.getLogger("kafka.coordinator").addFilter(_leave_group_of_a_gone_member)
+
+
+def _leave_group_of_a_gone_member(record: logging.LogRecord) -> bool:
+    """kafka-python logs an error when a member leaving the group is no longer in it
+    (UnknownMemberId: a rebalance already removed it, typically when instances stop
+    together). Nothing is wrong: the member is gone either way. Logged as info."""
+    if (
+        record.levelno >= logging.ERROR
+        and "LeaveGroup" in str(record.msg)
+        and "UnknownMemberId" in record.getMessage()
+    ):
+        record.levelno, record.levelname = logging.INFO, "INFO"
+    return True
 
 
 async def _watch_signals(stop: trio.Event) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from pushtrio import __version__
-from pushtrio.cli import main
+from pushtrio.cli import main, setup_logging
 from pushtrio.config import ENVIRONMENT_VARIABLES, VARIABLES
 
 
@@ -216,3 +216,28 @@ def test_serve_on_a_port_in_use_names_the_cause() -> None:
     result = serve_on_a_taken_port()
     [line] = result.stderr.strip().splitlines()
     assert "already in use" in json.loads(line)["msg"]
+
+
+def test_a_failed_leave_of_a_member_already_gone_is_not_an_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        setup_logging("info")
+        coordinator = logging.getLogger("kafka.coordinator")
+        coordinator.error(
+            "LeaveGroup request for member %s / group instance %s failed with error: %s",
+            "m-1",
+            None,
+            "[Error 25] UnknownMemberIdError",
+        )
+        coordinator.error("Heartbeat failed: something else")
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [(line["level"], line["msg"][:10]) for line in lines] == [
+        ("info", "LeaveGroup"),
+        ("error", "Heartbeat "),
+    ]
