@@ -83,9 +83,8 @@ def new_topic(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
         return name
 
     yield create
-    if created:
-        # The delay topics a service created next to them go too.
-        prefixes = tuple(f"{name}." for name in created)
-        delay = [t for t in admin.list_topics() if t.startswith(prefixes)]
-        admin.delete_topics(sorted(set(created) | set(delay)))
     admin.close()
+    if created:
+        from .support.kafka import delete_topics
+
+        delete_topics(kafka_bootstrap, created)  # with the delay topics made beside them

@@ -10,7 +10,7 @@ import signal
 import sys
 import textwrap
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import trio
 
@@ -245,24 +245,26 @@ def environment_help() -> str:
     return "\n".join(lines)
 
 
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("expected a count >= 0")
-    return value
+def _count_from(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer count of at least ``low``."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected a count >= {low}")
+        return value
+
+    return parse
+
+
+_count = _count_from(0)
+_positive = _count_from(1)
 
 
 def _share(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError("expected a share from 0 to 1")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("expected a count >= 1")
     return value
 
 

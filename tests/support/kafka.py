@@ -85,14 +85,13 @@ def is_delay_topic(topic: str) -> bool:
 
 
 def delete_topics(bootstrap: str, topics: Sequence[str]) -> None:
-    """Delete ``topics`` and the delay topics a service made next to them (best effort)."""
+    """Delete ``topics`` and the topics a service made next to them (``<topic>.*``:
+    delay topics, dead-letter topics)."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
         prefixes = tuple(f"{topic}." for topic in topics)
-        delay = [t for t in admin.list_topics() if t.startswith(prefixes) and is_delay_topic(t)]
-        admin.delete_topics(sorted(set(topics) | set(delay)))
-    except KafkaError:
-        pass
+        beside = [t for t in admin.list_topics() if t.startswith(prefixes)]
+        admin.delete_topics(sorted(set(topics) | set(beside)))
     finally:
         admin.close()
 

@@ -169,7 +169,7 @@ class KafkaSource:
                 self.held.add_topics(stray)
                 self.membership.add_topics(stray)
             consumer = new_consumer(self._brokers, self._group, max_poll_records=self.batch_size)
-            consumer.subscribe([self._topic, *sorted(self.held.topics)], listener=_Listener(self))
+            consumer.subscribe(self.membership.topics, listener=_Listener(self))
         except KafkaError as exc:
             self._last_error = f"cannot reach Kafka at {','.join(self._brokers)}: {describe(exc)}"
             raise BackendError(self._last_error) from exc

@@ -100,6 +100,11 @@ class Membership:
         self._subscribe(consumer)
         return True
 
+    @property
+    def topics(self) -> list[str]:
+        """What the reader subscribes to: the main topic first, then its delay topics."""
+        return list(self._topics)
+
     def add_topics(self, topics: Sequence[str]) -> None:
         """Subscribe to ``topics`` too, from the next (re)join on."""
         self._topics += [t for t in topics if t not in self._topics]
