@@ -59,12 +59,15 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self._source = source
 
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        self._source.membership.assignment_changed()
         self._source._on_revoked(revoked, commit=True)
 
     def on_partitions_lost(self, lost: list[TopicPartition]) -> None:
+        self._source.membership.assignment_changed()
         self._source._on_revoked(lost, commit=False)
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self._source.membership.assignment_changed()
         self._source._assigned.put(list(assigned))
 
 
