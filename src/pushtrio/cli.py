@@ -90,6 +90,9 @@ def _cmd_serve(settings: Settings, _: argparse.Namespace) -> int:
     status = 0
     try:
         trio.run(_serve, settings)
+    except* ConfigError as group:
+        log.error("cannot start: invalid setting %s", _first_leaf(group))
+        status = 2
     except* OSError as group:
         log.error("cannot start: %s", _first_leaf(group))
         status = 1

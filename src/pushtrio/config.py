@@ -211,6 +211,16 @@ def _parse_redis_addr(raw: str) -> str:
     return value
 
 
+def _parse_url(raw: str) -> str:
+    value = raw.strip().rstrip("/")
+    if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", value):
+        raise ValueError("expected an http:// or https:// URL")
+    return value
+
+
+URL = Kind(_parse_url)
+
+
 def _parse_log_level(raw: str) -> str:
     value = raw.strip().lower()
     if value not in LOG_LEVELS:
@@ -369,6 +379,24 @@ class Settings:
     mock_provider_journal: str = setting(
         "MOCK_PROVIDER_JOURNAL", "", TEXT, "path: '<provider> <id>' per accepted notification"
     )
+    fcm_credentials_file: str = setting(
+        "FCM_CREDENTIALS_FILE", "", TEXT, "path: a Google service-account JSON; fcm, firebase real"
+    )
+    fcm_endpoint: str = setting(
+        "FCM_ENDPOINT", "https://fcm.googleapis.com", URL, "FCM HTTP v1 base URL"
+    )
+    apns_key_file: str = setting(
+        "APNS_KEY_FILE", "", TEXT, "path: an APNs .p8 signing key; makes apns real"
+    )
+    apns_key_id: str = setting("APNS_KEY_ID", "", TEXT, "the key's id (10 characters)")
+    apns_team_id: str = setting("APNS_TEAM_ID", "", TEXT, "the Apple developer team id")
+    apns_topic: str = setting("APNS_TOPIC", "", TEXT, "the app's bundle id (apns-topic)")
+    apns_endpoint: str = setting(
+        "APNS_ENDPOINT", "https://api.push.apple.com", URL, "APNs base URL (sandbox: api.sandbox)"
+    )
+    apns_ca_file: str = setting(
+        "APNS_CA_FILE", "", TEXT, "path: CA bundle to trust for APNS_ENDPOINT (a private gateway)"
+    )
     notices: tuple[str, ...] = ()
     """Warnings about valid but doubtful values, logged when the service starts."""
 
@@ -379,6 +407,11 @@ class Settings:
     @property
     def redis_embedded(self) -> bool:
         return self.redis_addr == MEMORY_URL
+
+    @property
+    def real_providers(self) -> bool:
+        """Whether any provider delivers for real (then notifications go to devices)."""
+        return bool(self.fcm_credentials_file or self.apns_key_file)
 
     def success_rate(self, provider: str) -> float:
         return dict(self.provider_success_rates)[provider]
@@ -434,7 +467,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         for provider, variable in zip(PROVIDER_NAMES, _RATE_VARIABLES[1:], strict=True)
     )
     fields["notices"] = _notices(env)
-    return Settings(**fields)
+    settings = Settings(**fields)
+    if settings.apns_key_file:
+        for name, value in (
+            ("APNS_KEY_ID", settings.apns_key_id),
+            ("APNS_TEAM_ID", settings.apns_team_id),
+            ("APNS_TOPIC", settings.apns_topic),
+        ):
+            if not value:
+                raise ConfigError(name, "", "required with APNS_KEY_FILE")
+    return settings
 
 
 def effective_environment(env: Mapping[str, str] | None = None) -> tuple[tuple[str, str], ...]:

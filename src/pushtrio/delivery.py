@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import trio
 
-from .errors import PermanentProviderError
+from .errors import PermanentProviderError, ProviderError
+from .model import DeviceCounts
 
 if TYPE_CHECKING:
     from .model import Notification
@@ -42,22 +44,53 @@ def backoff_delay_s(retry: int, retry_delay_s: float, rng: random.Random | None 
     return base_s * (rng if rng is not None else _unseeded).uniform(0.5, 1.0)
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What one attempt of one notification came to."""
+
+    error: str = ""
+    """Empty when it went out."""
+    permanent: bool = False
+    devices: DeviceCounts | None = None
+    """Per-device counts, from a provider that delivers to device tokens."""
+    retry_after_s: float | None = None
+    """The provider's Retry-After, with a transient failure."""
+
+    @property
+    def delivered(self) -> bool:
+        return not self.error
+
+
+DELIVERED = Answer()
+
+
+def answer_of(result: ProviderError | DeviceCounts | None) -> Answer:
+    """A provider's per-notification result as an :class:`Answer`."""
+    if result is None:
+        return DELIVERED
+    if isinstance(result, ProviderError):
+        return Answer(
+            result.reason or "failed",
+            isinstance(result, PermanentProviderError),
+            result.devices,
+            result.retry_after_s,
+        )
+    return Answer(devices=result)
+
+
 async def first_attempts(
     provider: Provider,
     notifications: Sequence[Notification],
     *,
     timeout_s: float,
     attempt: int = 1,
-) -> list[tuple[str, bool] | None]:
+) -> list[Answer]:
     """Attempt number ``attempt`` of many notifications in one provider call.
 
-    Per notification: None on success, else ``(error, permanent)``. Running out of
-    ``timeout_s`` fails them all transiently. Cancellation propagates.
+    Per notification, an :class:`Answer`. Running out of ``timeout_s`` fails them all
+    transiently. Cancellation propagates.
     """
     with trio.move_on_after(timeout_s):
         results = await provider.send_many(notifications, attempt)
-        return [
-            None if exc is None else (exc.reason, isinstance(exc, PermanentProviderError))
-            for exc in results
-        ]
-    return [(f"timeout after {timeout_s:g}s", False)] * len(notifications)
+        return [answer_of(result) for result in results]
+    return [Answer(f"timeout after {timeout_s:g}s")] * len(notifications)

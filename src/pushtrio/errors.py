@@ -21,6 +21,11 @@ these at the boundary of the module that uses them and raised ``from`` the origi
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .model import DeviceCounts
+
 
 class PushtrioError(Exception):
     """Root of every error pushtrio raises on purpose."""
@@ -68,10 +73,21 @@ class BackendMisconfigured(BackendError):
 class ProviderError(PushtrioError):
     """A push provider did not deliver a notification."""
 
-    def __init__(self, provider: str, reason: str) -> None:
+    def __init__(
+        self,
+        provider: str,
+        reason: str,
+        *,
+        devices: DeviceCounts | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
         super().__init__(f"{provider}: {reason}")
         self.provider = provider
         self.reason = reason
+        self.devices = devices
+        """Per-device counts, when the provider delivers to device tokens."""
+        self.retry_after_s = retry_after_s
+        """How long the provider asked us to wait (its Retry-After), if it did."""
 
 
 class TransientProviderError(ProviderError):

@@ -1,8 +1,9 @@
 """The event hub: every outcome and intermediate event, live, to each WebSocket subscriber.
 
 Events are final outcomes (``delivered``...), intermediate steps of a notification
-(``retry_scheduled``, ``parked``, ``deferred``) and provider breaker changes
-(``{"event": "breaker", "provider", "state"}``, which carry no user).
+(``retry_scheduled``, ``parked``, ``deferred``), provider breaker changes
+(``{"event": "breaker", "provider", "state"}``, which carry no user) and device tokens
+pruned (``{"event": "token_pruned", "user_id", "provider", "token"}``).
 
 Delivery never waits for a subscriber. :meth:`EventHub.publish` is synchronous:
 it appends to each matching subscriber's own bounded buffer and returns. When a
@@ -39,6 +40,7 @@ __all__ = [
     "EventHub",
     "FeedEvent",
     "Subscription",
+    "TokenPrunedEvent",
     "parse_event_filter",
 ]
 
@@ -48,6 +50,7 @@ EVENT_KINDS: Final = (
     *(kind.value for kind in OutcomeKind),
     *(kind.value for kind in StepKind),
     "breaker",
+    "token_pruned",
 )
 """Every event name a subscriber may ask for."""
 
@@ -76,6 +79,26 @@ class BreakerEvent:
 
     def to_event(self) -> dict[str, Any]:
         return {"event": "breaker", "provider": self.provider, "state": self.state, "ts": self.ts}
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPrunedEvent:
+    """A provider called a device token dead and it left the registry."""
+
+    user_id: str
+    provider: str
+    token: str
+    ts: float = field(default_factory=time.time)
+    event: str = "token_pruned"
+
+    def to_event(self) -> dict[str, Any]:
+        return {
+            "event": "token_pruned",
+            "user_id": self.user_id,
+            "provider": self.provider,
+            "token": self.token,
+            "ts": self.ts,
+        }
 
 
 def parse_event_filter(events: str | Iterable[str] | None) -> frozenset[str] | None:

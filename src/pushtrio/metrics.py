@@ -124,6 +124,7 @@ class Metrics:
         self._providers: dict[str, list[int]] = {name: [0, 0] for name in providers}
         self._retries = 0
         self._steps: dict[StepKind, int] = dict.fromkeys(StepKind, 0)
+        self._pruned = 0
         self._breakers: Callable[[], Mapping[str, tuple[str, int]]] = dict
         self._latencies_ms: deque[float] = deque(maxlen=latency_window)
         # Per-bucket (not yet cumulative) counts; the last slot is +Inf.
@@ -186,6 +187,10 @@ class Metrics:
         counts = self._steps
         for step in steps:
             counts[step.kind] += 1
+
+    def record_pruned(self) -> None:
+        """Count a dead device token removed from the registry."""
+        self._pruned += 1
 
     def steps(self, kind: StepKind) -> int:
         """How many steps of ``kind`` were recorded."""
@@ -275,6 +280,7 @@ class Metrics:
             "retry_scheduled_messages": self._steps[StepKind.RETRY_SCHEDULED],
             "parked_messages": self._steps[StepKind.PARKED],
             "deferred_messages": self._steps[StepKind.DEFERRED],
+            "pruned_tokens": self._pruned,
             "breakers": {
                 name: {"state": state, "transitions": transitions}
                 for name, (state, transitions) in sorted(self._breakers().items())
@@ -348,6 +354,11 @@ class _Collector:
                 documentation,
                 value=snapshot[f"{step}_messages"],
             )
+        yield CounterMetricFamily(
+            "pushtrio_pruned_tokens",
+            "Dead device tokens removed from the registry.",
+            value=snapshot["pruned_tokens"],
+        )
         breaker_state = GaugeMetricFamily(
             "pushtrio_breaker_state",
             "1 for the state each provider's circuit breaker is in, 0 for the others.",

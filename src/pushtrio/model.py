@@ -35,6 +35,12 @@ MAX_TITLE_CHARS = 256
 MAX_BODY_CHARS = 4096
 MAX_DATA_BYTES = 8 * 1024
 """Largest ``data`` object, measured as compact JSON."""
+MAX_TOKENS = 100
+"""Most device tokens one notification may name explicitly."""
+MAX_TOKEN_CHARS = 512
+"""Longest device token (FCM tokens are about 160 characters, APNs tokens 64)."""
+TOKEN_PATTERN = re.compile(rf"[A-Za-z0-9_.:\-]{{1,{MAX_TOKEN_CHARS}}}")
+"""FCM registration tokens and APNs device tokens (hex) both fit."""
 
 USER_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:@\-]{1,128}")
 
@@ -67,6 +73,12 @@ class Notification:
     created_at: datetime | None = None
     expires_at: datetime | None = None
     provider: str = ""
+    tokens: tuple[str, ...] = ()
+    """Device tokens named by the message (as gorush requests do); empty: the user's
+    registered devices."""
+    any_provider: bool = False
+    """The message named no provider: with real providers, every device of the user
+    is a target (``provider`` still routes it through one breaker and one call)."""
 
     def is_expired(self, now: datetime) -> bool:
         return self.expires_at is not None and self.expires_at <= now
@@ -80,13 +92,28 @@ class Notification:
             "body": self.body,
             "data": self.data,
             "priority": self.priority,
-            "provider": self.provider,
+            "provider": "" if self.any_provider else self.provider,
         }
+        if self.tokens:
+            document["tokens"] = list(self.tokens)
         if self.created_at is not None:
             document["created_at"] = format_time(self.created_at)
         if self.expires_at is not None:
             document["expires_at"] = format_time(self.expires_at)
         return orjson.dumps(document)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceCounts:
+    """What one notification did on the user's devices (real providers only)."""
+
+    accepted: int = 0
+    failed: int = 0
+    pruned: int = 0
+    """Tokens the provider called dead, removed from the registry."""
+
+    def to_dict(self) -> dict[str, int]:
+        return {"accepted": self.accepted, "failed": self.failed, "pruned": self.pruned}
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,9 +131,11 @@ class Outcome:
     ts: float = 0.0
     partition: int = -1
     offset: int = -1
+    devices: DeviceCounts | None = None
+    """With real providers: how many of the user's devices accepted, failed, were pruned."""
 
     def to_event(self) -> dict[str, Any]:
-        return {
+        event: dict[str, Any] = {
             "event": self.event.value,
             "id": self.id,
             "user_id": self.user_id,
@@ -117,6 +146,9 @@ class Outcome:
             "error": self.error or None,
             "ts": self.ts,
         }
+        if self.devices is not None:
+            event["devices"] = self.devices.to_dict()
+        return event
 
 
 def outcome_of(
@@ -127,6 +159,7 @@ def outcome_of(
     attempts: int = 0,
     error: str = "",
     started: float | None = None,
+    devices: DeviceCounts | None = None,
 ) -> Outcome:
     """The outcome of ``notification`` read in ``record``; latency since ``started``
     (``time.monotonic()``), when given."""
@@ -142,6 +175,7 @@ def outcome_of(
         ts=time.time(),
         partition=record.partition,
         offset=record.offset,
+        devices=devices,
     )
 
 
@@ -247,7 +281,26 @@ def validate_document(
         created_at=_time(document, "created_at"),
         expires_at=_time(document, "expires_at"),
         provider=provider or provider_for(user_id),
+        tokens=_tokens(document, named_provider=bool(provider)),
+        any_provider=not provider,
     )
+
+
+def _tokens(document: dict[str, Any], *, named_provider: bool) -> tuple[str, ...]:
+    value = document.get("tokens")
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(t, str) and t for t in value):
+        raise InvalidNotification("tokens must be a list of non-empty strings", "tokens")
+    if len(value) > MAX_TOKENS:
+        raise NotificationTooLarge(f"tokens holds more than {MAX_TOKENS} tokens", "tokens")
+    if any(len(t) > MAX_TOKEN_CHARS for t in value):
+        raise NotificationTooLarge(f"a token is longer than {MAX_TOKEN_CHARS} characters", "tokens")
+    if not all(TOKEN_PATTERN.fullmatch(t) for t in value):
+        raise InvalidNotification("a token may hold only letters, digits and _.:-", "tokens")
+    if value and not named_provider:
+        raise InvalidNotification("tokens need a provider: name the one they belong to", "tokens")
+    return tuple(dict.fromkeys(value))  # in order, each once
 
 
 def parse_notification(

@@ -41,7 +41,7 @@ import trio
 from .backend_calls import BackendCalls
 from .dead_letter import dead_letter
 from .dedup import DedupStore
-from .delivery import first_attempts
+from .delivery import Answer, first_attempts
 from .errors import InvalidNotification
 from .limiter import Limiter
 from .model import (
@@ -336,23 +336,23 @@ class Pipeline:
             )
         except Exception as exc:  # the per-message boundary, for a whole provider call
             log.exception("provider %s crashed", name)
-            results = [(f"internal error: {exc!r}", True)] * len(group)
+            results = [Answer(f"internal error: {exc!r}", permanent=True)] * len(group)
         if breaker is not None:
             # The whole call is recorded first: a call whose failures open the
             # breaker parks all its transient failures, not only those after it opened.
-            for failure in results:
-                if failure is None:
+            for answer in results:
+                if answer.delivered:
                     breaker.record(True)
-                elif failure[1]:
+                elif answer.permanent:
                     breaker.answered()
                 else:
                     breaker.record(False)
         provider_down = breaker is not None and breaker.state is not BreakerState.CLOSED
-        for (record, notification), failure in zip(group, results, strict=True):
-            if failure is None:
+        for (record, notification), answer in zip(group, results, strict=True):
+            if answer.delivered:
                 kind, error = OutcomeKind.DELIVERED, ""
-            elif failure[1]:
-                kind, error = OutcomeKind.FAILED, failure[0]
+            elif answer.permanent:
+                kind, error = OutcomeKind.FAILED, answer.error
             elif breaker is not None and provider_down:
                 # The provider is down, not this notification: wait for it rather
                 # than spend the retries (or reach the dead-letter topic).
@@ -361,12 +361,23 @@ class Pipeline:
                 continue
             else:
                 after = self._scheduler.after_failure(
-                    record, notification, attempt, failure[0], started
+                    record,
+                    notification,
+                    attempt,
+                    answer.error,
+                    started,
+                    not_before_s=answer.retry_after_s,
                 )
                 _place(after, record, settled, moved)
                 continue
             outcome = outcome_of(
-                kind, notification, record, attempts=attempt, error=error, started=started
+                kind,
+                notification,
+                record,
+                attempts=attempt,
+                error=error,
+                started=started,
+                devices=answer.devices,
             )
             settled.append((record, outcome))
 

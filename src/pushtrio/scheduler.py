@@ -25,6 +25,8 @@ from .providers.breaker import CircuitBreaker
 from .records import Record
 from .schedule import DelayTopics, Step, StepKind, delayed, now_ms, waiting
 
+MAX_RETRY_AFTER_S = 300.0
+"""Longest Retry-After of a provider that is honoured (a longer one is cut to this)."""
 PARK_AGAIN_S = 1.0
 """A breaker that is half open (its probes in flight) is asked again this much later,
 or after SchedulerOptions.probe_wait_s if that is longer."""
@@ -62,8 +64,15 @@ class Scheduler:
         attempt: int,
         error: str,
         started: float,
+        *,
+        not_before_s: float | None = None,
     ) -> Step | Outcome:
-        """Attempt ``attempt`` failed transiently: the next tier, or ``failed``."""
+        """Attempt ``attempt`` failed transiently: the next tier, or ``failed``.
+
+        ``not_before_s`` (a provider's Retry-After, capped at MAX_RETRY_AFTER_S) makes
+        the record due no earlier than that; a later record of the tier may then wait
+        behind it for the difference.
+        """
         if attempt > self.retry_attempts:
             return outcome_of(
                 OutcomeKind.FAILED,
@@ -74,7 +83,10 @@ class Scheduler:
                 started=started,
             )
         topics = self.options.topics
-        due = self._clock() + math.ceil(topics.retry_delay(attempt) * 1000)
+        delay_s = topics.retry_delay(attempt)
+        if not_before_s is not None:
+            delay_s = max(delay_s, min(not_before_s, MAX_RETRY_AFTER_S))
+        due = self._clock() + math.ceil(delay_s * 1000)
         state = waiting(record)
         move = _Move(
             StepKind.RETRY_SCHEDULED,

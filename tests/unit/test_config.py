@@ -270,6 +270,8 @@ BAD_VALUES = [
     ("RELEASE_AFTER", "5h"),
     ("DEDUP_TTL", "1000h"),
     ("RATE_LIMIT_WINDOW", "800h"),
+    ("FCM_ENDPOINT", "fcm.googleapis.com"),
+    ("APNS_ENDPOINT", "ftp://api.push.apple.com"),
 ]
 
 
@@ -290,6 +292,12 @@ def test_every_numeric_and_duration_variable_has_a_bad_value_case() -> None:
         "ADMIN_TOKEN",
         "OUTCOME_LOG",
         "MOCK_PROVIDER_JOURNAL",
+        "FCM_CREDENTIALS_FILE",
+        "APNS_KEY_FILE",
+        "APNS_KEY_ID",
+        "APNS_TEAM_ID",
+        "APNS_TOPIC",
+        "APNS_CA_FILE",
     }
     assert {v for v, _ in BAD_VALUES} == set(ENVIRONMENT_VARIABLES) - text_only
 
@@ -358,7 +366,7 @@ def test_each_setting_is_declared_once_in_the_table() -> None:
     declared = [f.name for f in dataclasses.fields(Settings) if f.metadata]
     assert declared == [f.name for f in dataclasses.fields(Settings) if f.name != "notices"]
     assert ENVIRONMENT_VARIABLES[:3] == ("KAFKA_BROKERS", "KAFKA_TOPIC", "CONSUMER_GROUP")
-    assert ENVIRONMENT_VARIABLES[-1] == "MOCK_PROVIDER_JOURNAL"
+    assert ENVIRONMENT_VARIABLES[-1] == "APNS_CA_FILE"
     # Still a frozen, slotted dataclass: no instance __dict__.
     assert "__dict__" not in dir(Settings())
     assert Settings(worker_count=3).worker_count == 3
@@ -422,3 +430,26 @@ def test_readme_configuration_table_matches_the_settings_table() -> None:
     assert len(names) == len(set(names)), "a variable is listed twice"
     assert set(names) == set(ENVIRONMENT_VARIABLES)
     assert dict(documented) == {v.name: v.default_text for v in VARIABLES}
+
+
+@pytest.mark.parametrize("missing", ["APNS_KEY_ID", "APNS_TEAM_ID", "APNS_TOPIC"])
+def test_an_apns_key_needs_its_id_team_and_topic(missing: str) -> None:
+    env = {
+        "APNS_KEY_FILE": "key.p8",
+        "APNS_KEY_ID": "ABC123DEFG",
+        "APNS_TEAM_ID": "TEAM123456",
+        "APNS_TOPIC": "com.example.app",
+    }
+    del env[missing]
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env)
+    assert caught.value.variable == missing
+    assert "APNS_KEY_FILE" in caught.value.reason
+
+
+def test_real_providers_are_on_only_with_credentials() -> None:
+    assert not load_settings({}).real_providers
+    assert load_settings({"FCM_CREDENTIALS_FILE": "sa.json"}).real_providers
+    assert load_settings({"FCM_ENDPOINT": "http://127.0.0.1:9/"}).fcm_endpoint == (
+        "http://127.0.0.1:9"
+    )

@@ -13,7 +13,13 @@ from collections.abc import Callable, Sequence
 import pytest
 import trio
 
-from pushtrio.delivery import MAX_BACKOFF_S, backoff_delay_s, first_attempts
+from pushtrio.delivery import (
+    DELIVERED,
+    MAX_BACKOFF_S,
+    Answer,
+    backoff_delay_s,
+    first_attempts,
+)
 from pushtrio.errors import PermanentProviderError, ProviderError, TransientProviderError
 from pushtrio.model import Notification
 from pushtrio.providers import MockProvider
@@ -83,10 +89,10 @@ async def test_each_notification_gets_its_own_result(autojump_clock: trio.abc.Cl
     provider = FakeProvider(handler)
     results = await first_attempts(provider, [note(i) for i in range(4)], timeout_s=10.0)
     assert results == [
-        None,
-        ("503 unavailable", False),
-        ("unregistered token", True),
-        ("odd", False),
+        DELIVERED,
+        Answer("503 unavailable"),
+        Answer("unregistered token", permanent=True),
+        Answer("odd"),
     ]
     assert provider.attempts == [1, 1, 1, 1]
 
@@ -94,9 +100,9 @@ async def test_each_notification_gets_its_own_result(autojump_clock: trio.abc.Cl
 async def test_the_attempt_number_reaches_the_provider(autojump_clock: trio.abc.Clock) -> None:
     provider = FakeProvider(fail_until(3))
     assert await first_attempts(provider, [NOTE], timeout_s=1.0, attempt=2) == [
-        ("503 unavailable", False)
+        Answer("503 unavailable")
     ]
-    assert await first_attempts(provider, [NOTE], timeout_s=1.0, attempt=3) == [None]
+    assert await first_attempts(provider, [NOTE], timeout_s=1.0, attempt=3) == [DELIVERED]
     assert provider.attempts == [2, 3]
 
 
@@ -106,7 +112,7 @@ async def test_a_slow_call_times_out_as_a_transient_failure_of_all(
     provider = FakeProvider(succeed, latency_s=lambda _: 60.0)
     start = trio.current_time()
     results = await first_attempts(provider, [note(0), note(1)], timeout_s=1.5)
-    assert results == [("timeout after 1.5s", False)] * 2
+    assert results == [Answer("timeout after 1.5s")] * 2
     assert trio.current_time() - start == pytest.approx(1.5)
 
 
@@ -148,12 +154,12 @@ def test_the_same_seed_gives_the_same_back_off() -> None:
 
 
 async def test_a_seeded_mock_provider_decides_the_same_way(autojump_clock: trio.abc.Clock) -> None:
-    async def results(seed: int) -> list[tuple[str, bool] | None]:
+    async def results(seed: int) -> list[Answer]:
         provider = MockProvider("fcm", 0.5, 0.005, seed=seed)
         return await first_attempts(provider, [note(i) for i in range(50)], timeout_s=1.0)
 
     first = await results(3)
     assert first == await results(3)
     assert first != await results(4)
-    assert any(r is None for r in first)
-    assert any(r is not None for r in first)
+    assert any(r.delivered for r in first)
+    assert any(not r.delivered for r in first)

@@ -29,6 +29,7 @@ SNAPSHOT_KEYS = {
     "retry_scheduled_messages",
     "parked_messages",
     "deferred_messages",
+    "pruned_tokens",
     "breakers",
     "queue_size",
     "in_flight",

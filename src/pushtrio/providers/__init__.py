@@ -1,16 +1,23 @@
-"""Push providers: one small interface (:mod:`.base`), mock twins for FCM, APNs and Firebase.
+"""Push providers: one small interface (:mod:`.base`), mock twins for FCM, APNs and
+Firebase, and real delivery to device tokens (:mod:`.devices` over the wire clients
+of :mod:`.fcm` and :mod:`.apns`).
 
-:func:`build_providers` is the one factory the service calls; it is where the choice
-of implementation per provider lives.
+:func:`build_providers` (the mocks) and :func:`build_device_providers` (real
+delivery, when credentials are set) are the factories the service calls; the choice
+of implementation per provider lives here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from ..events import TokenPrunedEvent
 from .base import Configurable, Provider, ProviderStats, ReportsStats, provider_stats
+from .devices import DeviceDelivery, DeviceProvider, MockPushClient
 from .mock import FAILURE_MIX, FAILURE_MODES, MockProvider, provider_seed
+from .push import PushClient
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,15 +46,75 @@ def build_providers(options: ProviderOptions) -> dict[str, Provider]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class RealProviderOptions:
+    """Credentials and endpoints of the real providers; empty files: the mock stays."""
+
+    fcm_credentials_file: str = ""
+    fcm_endpoint: str = "https://fcm.googleapis.com"
+    apns_key_file: str = ""
+    apns_key_id: str = ""
+    apns_team_id: str = ""
+    apns_topic: str = ""
+    apns_endpoint: str = "https://api.push.apple.com"
+    apns_ca_file: str = ""
+    timeout_s: float = 10.0
+
+
+def _wire_clients(options: RealProviderOptions) -> dict[str, PushClient]:
+    """The real wire clients the options enable; ConfigError for unusable credentials."""
+    from .apns import ApnsClient, load_apns_key
+    from .fcm import FcmClient, load_service_account
+
+    clients: dict[str, PushClient] = {}
+    if options.fcm_credentials_file:
+        account = load_service_account(options.fcm_credentials_file)
+        for name in ("fcm", "firebase"):
+            clients[name] = FcmClient(
+                name, account, endpoint=options.fcm_endpoint, timeout_s=options.timeout_s
+            )
+    if options.apns_key_file:
+        clients["apns"] = ApnsClient(
+            load_apns_key(options.apns_key_file),
+            options.apns_key_id,
+            options.apns_team_id,
+            options.apns_topic,
+            endpoint=options.apns_endpoint,
+            ca_file=options.apns_ca_file or None,
+            timeout_s=options.timeout_s,
+        )
+    return clients
+
+
+def build_device_providers(
+    mocks: Mapping[str, Provider],
+    options: RealProviderOptions,
+    on_pruned: Callable[[TokenPrunedEvent], None],
+) -> tuple[dict[str, Provider], DeviceDelivery]:
+    """Every provider delivering to device tokens: real where ``options`` give
+    credentials, the mock of ``mocks`` otherwise. Raises ConfigError for a credential
+    file that cannot be used."""
+    clients = _wire_clients(options)
+    for name, mock in mocks.items():
+        if name not in clients and isinstance(mock, MockProvider):
+            clients[name] = MockPushClient(mock)
+    delivery = DeviceDelivery(clients, on_pruned)
+    providers: dict[str, Provider] = {name: DeviceProvider(name, delivery) for name in mocks}
+    return providers, delivery
+
+
 __all__ = [
     "FAILURE_MIX",
     "FAILURE_MODES",
     "Configurable",
+    "DeviceDelivery",
     "MockProvider",
     "Provider",
     "ProviderOptions",
     "ProviderStats",
+    "RealProviderOptions",
     "ReportsStats",
+    "build_device_providers",
     "build_providers",
     "provider_seed",
     "provider_stats",

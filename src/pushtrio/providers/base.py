@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from ..errors import ProviderError
-from ..model import Notification
+from ..model import DeviceCounts, Notification
 
 
 class Provider(Protocol):
@@ -27,8 +27,9 @@ class Provider(Protocol):
 
     async def send_many(
         self, notifications: Sequence[Notification], attempt: int
-    ) -> list[ProviderError | None]:
-        """Deliver many in one call; per notification, None on success or its error.
+    ) -> list[ProviderError | DeviceCounts | None]:
+        """Deliver many in one call; per notification, None or DeviceCounts (what
+        reached the user's devices) on success, or its error.
 
         Real providers batch (FCM's batch send, APNs streams multiplexed on one
         HTTP/2 connection), so the pipeline makes every first attempt this way.

@@ -20,7 +20,7 @@ from typing import BinaryIO
 import trio
 
 from ..errors import PermanentProviderError, ProviderError, TransientProviderError
-from ..model import Notification
+from ..model import DeviceCounts, Notification
 from .base import ProviderStats
 
 UNHEALTHY_AFTER_FAILURES = 50
@@ -121,7 +121,7 @@ class MockProvider:
 
     async def send_many(
         self, notifications: Sequence[Notification], attempt: int
-    ) -> list[ProviderError | None]:
+    ) -> list[ProviderError | DeviceCounts | None]:
         """Pretend to deliver many in one call (like FCM's batch send or APNs over HTTP/2).
 
         One simulated latency for the whole call; per notification, None on

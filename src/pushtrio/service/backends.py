@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from ..config import Settings
 from ..dedup import DedupStore, MemoryDedup, RedisDedup
+from ..devices import DeviceRegistry, MemoryDevices, RedisDevices
 from ..limiter import Limiter
 from ..limiter.memory import MemoryLimiter
 from ..limiter.redis import RedisLimiter
@@ -26,6 +27,7 @@ class Backends:
     publisher: Publisher
     limiter: Limiter
     dedup: DedupStore
+    devices: DeviceRegistry
 
     def describe(self, settings: Settings) -> str:
         queue = (
@@ -79,7 +81,9 @@ async def open_backends(settings: Settings) -> AsyncIterator[Backends]:
             limiter: Limiter = MemoryLimiter(
                 settings.rate_limit_per_user, settings.rate_limit_window_s
             )
-            yield Backends(source, publisher, limiter, MemoryDedup(settings.dedup_ttl_s))
+            yield Backends(
+                source, publisher, limiter, MemoryDedup(settings.dedup_ttl_s), MemoryDevices()
+            )
         else:
             redis_at = open_redis(
                 settings.redis_addr, password=settings.redis_password, db=settings.redis_db
@@ -92,6 +96,7 @@ async def open_backends(settings: Settings) -> AsyncIterator[Backends]:
                         client, settings.rate_limit_per_user, settings.rate_limit_window_s
                     ),
                     RedisDedup(client, settings.dedup_ttl_s),
+                    RedisDevices(client),
                 )
     finally:
         await publisher.aclose()

@@ -25,11 +25,17 @@ import trio
 from .. import __version__
 from ..config import Settings
 from ..errors import BackendError
-from ..events import BreakerEvent, EventHub
+from ..events import BreakerEvent, EventHub, TokenPrunedEvent
 from ..metrics import Metrics
 from ..outcome_log import OutcomeJournal, OutcomeLogger
 from ..pipeline import OutcomeSink, Pipeline, PipelineOptions
-from ..providers import ProviderOptions, build_providers
+from ..providers import (
+    DeviceDelivery,
+    ProviderOptions,
+    RealProviderOptions,
+    build_device_providers,
+    build_providers,
+)
 from ..providers.breaker import DEFAULT_WINDOW, BreakerOptions, BreakerState, build_breakers
 from ..records import Record
 from ..replay_kafka import replayer_for
@@ -57,6 +63,21 @@ def web_options(settings: Settings) -> WebOptions:
     )
 
 
+def real_provider_options(settings: Settings) -> RealProviderOptions:
+    """What the real providers need of the settings."""
+    return RealProviderOptions(
+        fcm_credentials_file=settings.fcm_credentials_file,
+        fcm_endpoint=settings.fcm_endpoint,
+        apns_key_file=settings.apns_key_file,
+        apns_key_id=settings.apns_key_id,
+        apns_team_id=settings.apns_team_id,
+        apns_topic=settings.apns_topic,
+        apns_endpoint=settings.apns_endpoint,
+        apns_ca_file=settings.apns_ca_file,
+        timeout_s=settings.provider_timeout_s,
+    )
+
+
 class Service:
     """One instance; ``await nursery.start(service.serve, stop)`` to run it.
 
@@ -76,6 +97,12 @@ class Service:
                 journal=self._open_log(settings.mock_provider_journal),
             )
         )
+        self.devices: DeviceDelivery | None = None
+        """Delivery to device tokens, when a real provider is configured."""
+        if settings.real_providers:
+            self.providers, self.devices = build_device_providers(
+                self.providers, real_provider_options(settings), self._token_pruned
+            )
         self.breakers = build_breakers(
             self.providers,
             BreakerOptions(
@@ -115,8 +142,14 @@ class Service:
         try:
             async with open_backends(self.settings) as backends:
                 self.backends = backends
+                if self.devices is not None:
+                    self.devices.registry = backends.devices
                 await self._serve_with(backends, stop, task_status)
         finally:
+            if self.devices is not None:
+                with trio.CancelScope(shield=True) as closing:
+                    closing.deadline = trio.current_time() + CLOSE_TIMEOUT_S
+                    await self.devices.aclose()
             self._files.close()
 
     async def _serve_with(
@@ -218,6 +251,11 @@ class Service:
     def _breaker_changed(self, provider: str, state: BreakerState) -> None:
         self.hub.publish([BreakerEvent(provider, state.value)])
 
+    def _token_pruned(self, event: TokenPrunedEvent) -> None:
+        log.info("pruned a dead %s token of user %s", event.provider, event.user_id)
+        self.metrics.record_pruned()
+        self.hub.publish([event])
+
     def _sinks(self) -> list[OutcomeSink]:
         """Where settled outcomes go, in order: the journal, metrics, the log, the feed."""
         sinks: list[OutcomeSink] = []
@@ -281,6 +319,7 @@ class Service:
             ),
             providers=self.providers,
             breakers=self.breakers,
+            devices=backends.devices,
         )
 
     async def health(self) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..devices import DeviceRegistry, MemoryDevices
 from ..events import EventHub
 from ..limiter import Limiter
 from ..metrics import Metrics
@@ -51,3 +52,5 @@ class AppHandles:
     """Listed by ``GET /providers``; the mock ones can be changed by ``PATCH``."""
     breakers: Mapping[str, CircuitBreaker] = field(default_factory=dict)
     """Each provider's circuit breaker, listed by ``GET /providers``."""
+    devices: DeviceRegistry = field(default_factory=MemoryDevices)
+    """The device registry behind ``/users/{user_id}/devices``."""

@@ -27,6 +27,7 @@ from ..model import MAX_RECORD_BYTES
 from . import AppHandles
 from .admin import add_admin_routes
 from .auth import install_auth
+from .devices import add_device_routes
 from .dlq import add_dlq_routes
 from .early_close import install_early_close
 from .feed import add_feed_route
@@ -53,6 +54,7 @@ def create_app(handles: AppHandles) -> QuartTrio:
     add_admin_routes(app, handles)
     add_dlq_routes(app, handles)
     add_provider_routes(app, handles)
+    add_device_routes(app, handles.devices)
     add_feed_route(app, handles.hub)
 
     page = dashboard_html()

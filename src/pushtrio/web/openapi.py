@@ -15,6 +15,7 @@ import copy
 from typing import Any
 
 from .. import __version__
+from ..devices import MAX_DEVICES_PER_USER
 from ..events import EVENT_KINDS
 from ..model import (
     MAX_BODY_CHARS,
@@ -22,7 +23,9 @@ from ..model import (
     MAX_ID_CHARS,
     MAX_RECORD_BYTES,
     MAX_TITLE_CHARS,
+    MAX_TOKENS,
     MAX_TYPE_CHARS,
+    TOKEN_PATTERN,
     USER_ID_PATTERN,
 )
 from ..provider_names import PROVIDERS
@@ -186,13 +189,56 @@ _SCHEMAS: dict[str, Any] = {
             },
             "provider": {
                 "enum": [*PROVIDERS, "", None],
-                "description": "chosen stably from user_id if absent",
+                "description": "chosen stably from user_id if absent; with real providers, "
+                "absent means every registered device of the user",
             },
+            "tokens": {
+                "type": ["array", "null"],
+                "items": {"type": "string", "pattern": f"^{TOKEN_PATTERN.pattern}$"},
+                "maxItems": MAX_TOKENS,
+                "description": "device tokens to push to instead of the user's registered "
+                "devices (real providers); they need a provider",
+            },
+        },
+        "dependentSchemas": {
+            "tokens": {
+                "anyOf": [
+                    {"properties": {"tokens": {"type": ["null"]}}},
+                    {"properties": {"tokens": {"maxItems": 0}}},
+                    {
+                        "required": ["provider"],
+                        "properties": {"provider": {"enum": list(PROVIDERS)}},
+                    },
+                ]
+            }
         },
         "anyOf": [
             {"required": ["title"], "properties": {"title": {"type": "string", "minLength": 1}}},
             {"required": ["body"], "properties": {"body": {"type": "string", "minLength": 1}}},
         ],
+    },
+    "DeviceIn": {
+        "type": "object",
+        "required": ["provider"],
+        "additionalProperties": False,
+        "properties": {"provider": {"enum": list(PROVIDERS)}},
+    },
+    "Device": {
+        "type": "object",
+        "required": ["provider", "token"],
+        "properties": {
+            "user_id": _ref("UserId"),
+            "provider": {"enum": list(PROVIDERS)},
+            "token": {"type": "string"},
+        },
+    },
+    "Devices": {
+        "type": "object",
+        "required": ["user_id", "devices"],
+        "properties": {
+            "user_id": _ref("UserId"),
+            "devices": {"type": "array", "items": _ref("Device")},
+        },
     },
     "SendAccepted": {
         "type": "object",
@@ -282,6 +328,7 @@ _SCHEMAS: dict[str, Any] = {
             "retry_scheduled_messages",
             "parked_messages",
             "deferred_messages",
+            "pruned_tokens",
             "breakers",
             "queue_size",
             "in_flight",
@@ -348,6 +395,17 @@ _SCHEMAS: dict[str, Any] = {
             "due": {"type": "number", "description": "steps only: Unix time it is due"},
             "reason": {"type": ["string", "null"], "description": "steps only"},
             "state": {"enum": ["closed", "open", "half_open"], "description": "breaker only"},
+            "token": {"type": "string", "description": "token_pruned only: the dead token"},
+            "devices": {
+                "type": "object",
+                "description": "outcomes with real providers: devices that accepted, "
+                "failed, and were pruned (their token dead)",
+                "properties": {
+                    "accepted": {"type": "integer"},
+                    "failed": {"type": "integer"},
+                    "pruned": {"type": "integer"},
+                },
+            },
             "id": {"type": "string"},
             "user_id": {"type": "string"},
             "provider": {"type": "string"},
@@ -485,6 +543,50 @@ _PATHS: dict[str, Any] = {
                 "409": _error("the provider is not a mock"),
                 "413": _error(f"the body is larger than {MAX_RECORD_BYTES} bytes"),
                 "415": _error("the body is not JSON, or not sent as application/json"),
+            },
+        },
+    },
+    "/users/{user_id}/devices": {
+        "parameters": [_USER_ID_PARAMETER],
+        "get": {
+            "summary": "The user's registered devices",
+            "responses": {
+                "200": _json(_ref("Devices"), "the devices (none: an empty list)"),
+                "400": _error("a malformed user_id"),
+                "503": _error("the device registry (Redis) does not answer"),
+            },
+        },
+    },
+    "/users/{user_id}/devices/{token}": {
+        "parameters": [
+            _USER_ID_PARAMETER,
+            {
+                "name": "token",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "pattern": f"^{TOKEN_PATTERN.pattern}$"},
+            },
+        ],
+        "put": {
+            "summary": "Register a device (or move a known token to another provider)",
+            "requestBody": {"required": True, "content": {JSON: {"schema": _ref("DeviceIn")}}},
+            "responses": {
+                "200": _json(_ref("Device"), "the token was known; now with this provider"),
+                "201": _json(_ref("Device"), "registered"),
+                "400": _error("a malformed user_id, token or body; field names it"),
+                "409": _error(f"the user has {MAX_DEVICES_PER_USER} devices already"),
+                "413": _error(f"the body is larger than {MAX_RECORD_BYTES} bytes"),
+                "415": _error("the body is not JSON, or not sent as application/json"),
+                "503": _error("the device registry (Redis) does not answer"),
+            },
+        },
+        "delete": {
+            "summary": "Forget a device",
+            "responses": {
+                "204": {"description": "forgotten"},
+                "400": _error("a malformed user_id"),
+                "404": _error("the user has no such device"),
+                "503": _error("the device registry (Redis) does not answer"),
             },
         },
     },

@@ -1,0 +1,210 @@
+"""Delivery to devices: from "notify user u" to one push per registered token.
+
+With a real provider configured (FCM or APNs credentials), each provider name is a
+:class:`DeviceProvider`. For a batch it finds the targets of every notification:
+
+- the ``tokens`` the message names (for the provider it names), or else
+- the user's registered devices of the provider it names, or of every provider when
+  it names none (one registry round trip for the whole batch);
+
+then pushes through each target's wire client (:mod:`.push`) concurrently and folds
+the answers into one result per notification: delivered when at least one device
+accepted it (with the counts), else a transient failure when a device may still take
+it later, else a permanent one. A token the provider calls dead is removed from the
+registry at once and announced (``token_pruned``). A user with no device fails for
+good, reason ``no registered device``.
+
+A device of a provider with no credentials is served by that provider's mock, so a
+half-configured service (APNs keys, no FCM file) still runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+
+import trio
+
+from ..devices import Device, DeviceRegistry
+from ..errors import BackendError, PermanentProviderError, ProviderError, TransientProviderError
+from ..events import TokenPrunedEvent
+from ..model import DeviceCounts, Notification
+from .mock import MockProvider
+from .push import PushClient, TokenResult, TokenState
+
+log = logging.getLogger(__name__)
+
+NO_DEVICE = "no registered device"
+
+
+class MockPushClient:
+    """A mock provider behind the wire-client interface: every token gets the answer
+    the mock draws for the notification."""
+
+    def __init__(self, mock: MockProvider) -> None:
+        self.name = mock.name
+        self._mock = mock
+
+    async def push(self, notification: Notification, tokens: Sequence[str]) -> list[TokenResult]:
+        [result] = await self._mock.send_many([notification], 1)
+        if result is None or not isinstance(result, ProviderError):
+            return [TokenResult(t, TokenState.ACCEPTED) for t in tokens]
+        state = (
+            TokenState.PERMANENT
+            if isinstance(result, PermanentProviderError)
+            else TokenState.TRANSIENT
+        )
+        return [TokenResult(t, state, result.reason) for t in tokens]
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+class DeviceDelivery:
+    """What the device providers share: the wire clients, the registry, the announcer.
+
+    ``registry`` is bound by the service once its backends are open (the Redis
+    registry needs the connection).
+    """
+
+    def __init__(
+        self,
+        clients: Mapping[str, PushClient],
+        on_pruned: Callable[[TokenPrunedEvent], None],
+    ) -> None:
+        self.clients = dict(clients)
+        self.registry: DeviceRegistry | None = None
+        self._on_pruned = on_pruned
+        self.pruned = 0
+        """Dead tokens removed, since start."""
+
+    async def targets(self, notifications: Sequence[Notification]) -> list[list[Device]]:
+        """Per notification, the devices to push to (raises BackendError)."""
+        users = [n.user_id for n in notifications if not n.tokens]
+        registered: dict[str, list[Device]] = {}
+        if users:
+            if self.registry is None:
+                raise BackendError("the device registry is not open yet")
+            registered = await self.registry.devices_many(users)
+        targets: list[list[Device]] = []
+        for notification in notifications:
+            if notification.tokens:
+                targets.append([Device(notification.provider, t) for t in notification.tokens])
+            else:
+                targets.append(
+                    [
+                        device
+                        for device in registered.get(notification.user_id, [])
+                        if notification.any_provider or device.provider == notification.provider
+                    ]
+                )
+        return targets
+
+    async def prune(self, user_id: str, device: Device) -> bool:
+        """Forget a dead token and announce it; False if the registry could not be told."""
+        if self.registry is not None:
+            try:
+                await self.registry.remove(user_id, device.token)
+            except BackendError as exc:
+                log.warning(
+                    "could not prune a dead %s token of %s: %s", device.provider, user_id, exc
+                )
+                return False
+        self.pruned += 1
+        self._on_pruned(TokenPrunedEvent(user_id, device.provider, device.token))
+        return True
+
+    async def aclose(self) -> None:
+        for client in self.clients.values():
+            await client.aclose()
+
+
+class DeviceProvider:
+    """Provider ``name`` delivering to device tokens (see the module text)."""
+
+    def __init__(self, name: str, delivery: DeviceDelivery) -> None:
+        self.name = name
+        self._delivery = delivery
+
+    async def send(self, notification: Notification, attempt: int) -> None:
+        [result] = await self.send_many([notification], attempt)
+        if isinstance(result, ProviderError):
+            raise result
+
+    async def send_many(
+        self, notifications: Sequence[Notification], attempt: int
+    ) -> list[ProviderError | DeviceCounts | None]:
+        try:
+            targets = await self._delivery.targets(notifications)
+        except BackendError as exc:
+            error = TransientProviderError(self.name, f"device registry: {exc}")
+            return [error] * len(notifications)
+        results: list[ProviderError | DeviceCounts | None] = [None] * len(notifications)
+
+        async def one(i: int, notification: Notification, devices: list[Device]) -> None:
+            results[i] = await self._deliver(notification, devices)
+
+        async with trio.open_nursery() as nursery:
+            for i, (notification, devices) in enumerate(zip(notifications, targets, strict=True)):
+                nursery.start_soon(one, i, notification, devices)
+        return results
+
+    async def _deliver(
+        self, notification: Notification, devices: list[Device]
+    ) -> ProviderError | DeviceCounts:
+        if not devices:
+            return PermanentProviderError(self.name, NO_DEVICE, devices=DeviceCounts())
+        answers: list[tuple[Device, TokenResult]] = []
+
+        async def push(provider: str, group: list[Device]) -> None:
+            client = self._delivery.clients[provider]
+            tokens = [d.token for d in group]
+            answers.extend(zip(group, await client.push(notification, tokens), strict=True))
+
+        by_provider: dict[str, list[Device]] = {}
+        for device in devices:
+            if device.provider in self._delivery.clients:
+                by_provider.setdefault(device.provider, []).append(device)
+        async with trio.open_nursery() as nursery:
+            for provider, group in by_provider.items():
+                nursery.start_soon(push, provider, group)
+        return await self._fold(notification, answers)
+
+    async def _fold(
+        self, notification: Notification, answers: list[tuple[Device, TokenResult]]
+    ) -> ProviderError | DeviceCounts:
+        accepted = failed = pruned = 0
+        transient: list[TokenResult] = []
+        reasons: list[str] = []
+        for device, answer in answers:
+            if answer.state is TokenState.ACCEPTED:
+                accepted += 1
+                continue
+            reasons.append(answer.reason or answer.state.value)
+            if answer.state is TokenState.DEAD and await self._delivery.prune(
+                notification.user_id, device
+            ):
+                pruned += 1
+                continue
+            failed += 1
+            if answer.state is TokenState.TRANSIENT:
+                transient.append(answer)
+        counts = DeviceCounts(accepted, failed, pruned)
+        if accepted:
+            return counts
+        if not answers:
+            return PermanentProviderError(self.name, NO_DEVICE, devices=counts)
+        reason = _reason(reasons)
+        if transient:
+            waits = [a.retry_after_s for a in transient if a.retry_after_s is not None]
+            return TransientProviderError(
+                self.name, reason, devices=counts, retry_after_s=max(waits) if waits else None
+            )
+        return PermanentProviderError(self.name, reason, devices=counts)
+
+
+def _reason(reasons: list[str]) -> str:
+    """One line for the failures of every device: ``Unregistered`` or ``2 devices: ...``."""
+    if len(reasons) == 1:
+        return reasons[0]
+    return f"{len(reasons)} devices: {', '.join(sorted(set(reasons)))}"

@@ -1,0 +1,58 @@
+"""The contract of a real provider's wire client: one notification to some device tokens.
+
+A :class:`PushClient` speaks one provider's documented protocol (FCM HTTP v1 in
+:mod:`.fcm`, APNs over HTTP/2 in :mod:`.apns`) and nothing else: it knows no device
+registry, no retries across calls, no breaker. It answers, per token, what the
+provider said, classified into a :class:`TokenState`. :mod:`.devices` turns those
+answers into one result per notification, prunes dead tokens and feeds the breakers.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..model import Notification
+
+
+class TokenState(enum.StrEnum):
+    """What a provider said about one device token."""
+
+    ACCEPTED = "accepted"
+    DEAD = "dead"
+    """The token will never work again (APNs 410 Unregistered or 400 BadDeviceToken;
+    FCM UNREGISTERED, or INVALID_ARGUMENT about the token): remove it."""
+    PERMANENT = "permanent"
+    """This notification will never pass (a bad payload, a wrong topic): do not retry."""
+    TRANSIENT = "transient"
+    """Worth retrying later (429, 5xx, a timeout, a connection that broke)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenResult:
+    """The provider's answer for one token."""
+
+    token: str
+    state: TokenState
+    reason: str = ""
+    """The provider's own word for a failure: ``Unregistered``, ``UNAVAILABLE``, ``timeout``."""
+    retry_after_s: float | None = None
+    """The provider's Retry-After, when it sent one with a transient failure."""
+
+
+class PushClient(Protocol):
+    """One provider's wire protocol; built by the service, closed at shutdown."""
+
+    name: str
+    """The provider name notifications use: ``fcm``, ``firebase`` or ``apns``."""
+
+    async def push(self, notification: Notification, tokens: Sequence[str]) -> list[TokenResult]:
+        """Send ``notification`` to each of ``tokens`` (concurrently); one result per token,
+        in order. Never raises for what the provider answers; cancellation propagates."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close connections; the client is not used afterwards."""
+        ...
