@@ -99,6 +99,15 @@ class MemoryDevices:
         return found
 
 
+_PUT_SCRIPT = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0
+    and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
+  return -1
+end
+return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+"""
+
+
 def devices_key(user_id: str) -> str:
     return f"devices:{user_id}"
 
@@ -121,11 +130,23 @@ class RedisDevices:
         return await run_redis(call)
 
     async def put(self, user_id: str, device: Device) -> bool:
-        key = devices_key(user_id)
-        count, known = await self._run([("HLEN", key), ("HEXISTS", key, device.token)])
-        if not known and int(count) >= MAX_DEVICES_PER_USER:
+        # One script: the limit check and the write are atomic (two PUTs at the limit
+        # cannot both pass), in one round trip.
+        [added] = await self._run(
+            [
+                (
+                    "EVAL",
+                    _PUT_SCRIPT,
+                    "1",
+                    devices_key(user_id),
+                    device.token,
+                    device.provider,
+                    str(MAX_DEVICES_PER_USER),
+                )
+            ]
+        )
+        if int(added) < 0:
             raise TooManyDevices(user_id)
-        [added] = await self._run([("HSET", key, device.token, device.provider)])
         return bool(added)
 
     async def devices(self, user_id: str) -> list[Device]:

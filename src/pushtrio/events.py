@@ -83,7 +83,8 @@ class BreakerEvent:
 
 @dataclass(frozen=True, slots=True)
 class TokenPrunedEvent:
-    """A provider called a device token dead and it left the registry."""
+    """A provider called a device token dead: removed from the registry (a token the
+    message named itself is announced too, so that its sender can forget it)."""
 
     user_id: str
     provider: str

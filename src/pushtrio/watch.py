@@ -131,6 +131,11 @@ def format_event(event: dict[str, Any]) -> str:
         )
     if kind == "breaker":
         return f"{stamp}  {kind:<12}  provider {event.get('provider')}: {event.get('state')}"
+    if kind == "token_pruned":
+        return (
+            f"{stamp}  {kind:<12}  user={event.get('user_id')}  {event.get('provider')}"
+            f"  token {event.get('token')}"
+        )
     due = event.get("due")
     if isinstance(due, int | float):  # a step: waiting in a delay topic
         at = datetime.fromtimestamp(due).strftime("%H:%M:%S")

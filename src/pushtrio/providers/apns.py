@@ -229,7 +229,9 @@ class ApnsClient:
             ),
         )
 
-    async def push(self, notification: Notification, tokens: Sequence[str]) -> list[TokenResult]:
+    async def push(
+        self, notification: Notification, tokens: Sequence[str], *, attempt: int = 1
+    ) -> list[TokenResult]:
         """Send ``notification`` to every token at once, over one connection; one
         result per token, in order. Transport failures become TRANSIENT results;
         cancellation propagates (streams in flight are abandoned)."""

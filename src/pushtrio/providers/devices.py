@@ -45,8 +45,10 @@ class MockPushClient:
         self.name = mock.name
         self._mock = mock
 
-    async def push(self, notification: Notification, tokens: Sequence[str]) -> list[TokenResult]:
-        [result] = await self._mock.send_many([notification], 1)
+    async def push(
+        self, notification: Notification, tokens: Sequence[str], *, attempt: int = 1
+    ) -> list[TokenResult]:
+        [result] = await self._mock.send_many([notification], attempt)
         if result is None or not isinstance(result, ProviderError):
             return [TokenResult(t, TokenState.ACCEPTED) for t in tokens]
         state = (
@@ -142,7 +144,7 @@ class DeviceProvider:
         results: list[ProviderError | DeviceCounts | None] = [None] * len(notifications)
 
         async def one(i: int, notification: Notification, devices: list[Device]) -> None:
-            results[i] = await self._deliver(notification, devices)
+            results[i] = await self._deliver(notification, devices, attempt)
 
         async with trio.open_nursery() as nursery:
             for i, (notification, devices) in enumerate(zip(notifications, targets, strict=True)):
@@ -150,7 +152,7 @@ class DeviceProvider:
         return results
 
     async def _deliver(
-        self, notification: Notification, devices: list[Device]
+        self, notification: Notification, devices: list[Device], attempt: int
     ) -> ProviderError | DeviceCounts:
         if not devices:
             return PermanentProviderError(self.name, NO_DEVICE, devices=DeviceCounts())
@@ -159,7 +161,8 @@ class DeviceProvider:
         async def push(provider: str, group: list[Device]) -> None:
             client = self._delivery.clients[provider]
             tokens = [d.token for d in group]
-            answers.extend(zip(group, await client.push(notification, tokens), strict=True))
+            pushed = await client.push(notification, tokens, attempt=attempt)
+            answers.extend(zip(group, pushed, strict=True))
 
         by_provider: dict[str, list[Device]] = {}
         for device in devices:

@@ -98,7 +98,9 @@ class FcmClient:
         """OAuth2 token exchanges attempted so far."""
         return self._tokens.exchanges
 
-    async def push(self, notification: Notification, tokens: Sequence[str]) -> list[TokenResult]:
+    async def push(
+        self, notification: Notification, tokens: Sequence[str], *, attempt: int = 1
+    ) -> list[TokenResult]:
         """Send ``notification`` to every token concurrently; one result per token, in order.
 
         Never raises for what Google answers or for a broken connection (those are

@@ -48,9 +48,12 @@ class PushClient(Protocol):
     name: str
     """The provider name notifications use: ``fcm``, ``firebase`` or ``apns``."""
 
-    async def push(self, notification: Notification, tokens: Sequence[str]) -> list[TokenResult]:
+    async def push(
+        self, notification: Notification, tokens: Sequence[str], *, attempt: int = 1
+    ) -> list[TokenResult]:
         """Send ``notification`` to each of ``tokens`` (concurrently); one result per token,
-        in order. Never raises for what the provider answers; cancellation propagates."""
+        in order. ``attempt`` counts from 1 (a mock's seeded draw depends on it). Never
+        raises for what the provider answers; cancellation propagates."""
         ...
 
     async def aclose(self) -> None:
