@@ -21,7 +21,7 @@ from pushtrio.delivery import (
     first_attempts,
 )
 from pushtrio.errors import PermanentProviderError, ProviderError, TransientProviderError
-from pushtrio.model import Notification
+from pushtrio.model import DeviceCounts, Notification
 from pushtrio.providers import MockProvider
 
 NOTE = Notification(id="n1", user_id="u1", title="hello", provider="fcm")
@@ -45,8 +45,8 @@ class FakeProvider:
 
     async def send_many(
         self, notifications: Sequence[Notification], attempt: int
-    ) -> list[ProviderError | None]:
-        results: list[ProviderError | None] = []
+    ) -> list[ProviderError | DeviceCounts | None]:
+        results: list[ProviderError | DeviceCounts | None] = []
         for notification in notifications:
             try:
                 await self.send(notification, attempt)

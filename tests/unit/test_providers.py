@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from pushtrio.errors import PermanentProviderError, ProviderError, TransientProviderError
-from pushtrio.model import Notification
+from pushtrio.model import DeviceCounts, Notification
 from pushtrio.provider_names import PROVIDERS as PROVIDER_NAMES
 from pushtrio.providers import (
     FAILURE_MIX,
@@ -182,7 +182,7 @@ def test_provider_stats_of_a_provider_without_counters() -> None:
 
         async def send_many(
             self, notifications: Sequence[Notification], attempt: int
-        ) -> list[ProviderError | None]:
+        ) -> list[ProviderError | DeviceCounts | None]:
             return [None] * len(notifications)
 
     assert provider_stats(Bare()) == ProviderStats(name="bare", healthy=True)

@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from pushtrio.errors import ProviderError
-from pushtrio.model import Notification
+from pushtrio.model import DeviceCounts, Notification
 from pushtrio.web.server import serve_web
 
 from .conftest import Running, make_handles, notification, open_feed, receive_json
@@ -104,7 +104,7 @@ class Real:
 
     async def send_many(
         self, notifications: Sequence[Notification], attempt: int
-    ) -> list[ProviderError | None]:
+    ) -> list[ProviderError | DeviceCounts | None]:
         await trio.lowlevel.checkpoint()
         return [None] * len(notifications)
 
