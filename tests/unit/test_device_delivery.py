@@ -435,3 +435,23 @@ async def test_pipeline_outcomes_carry_device_counts(
     [(_, value, headers, _)] = dead
     assert b'"lonely"' in (value or b"")
     assert dict(headers)["pushtrio-outcome"] == b"failed"
+
+
+async def test_a_device_provider_counts_per_notification(setup: Setup) -> None:
+    """What /providers and /health read: delivered, failed (and how); a user with no
+    device is not the provider's failure."""
+    await setup.register("u1", ("fcm", "ok"))
+    await setup.register("u2", ("fcm", "busy"))
+    await setup.register("u3", ("fcm", "bad"))
+    setup.clients["fcm"].answer("busy", TokenState.TRANSIENT, "UNAVAILABLE")
+    setup.clients["fcm"].answer("bad", TokenState.PERMANENT, "INVALID_ARGUMENT")
+    provider = setup.providers["fcm"]
+    await provider.send_many([notification(f"n{u}", f"u{u}") for u in (1, 2, 3, 4)], 1)
+    stats = provider.stats()
+    assert (stats.sent, stats.failed_transient, stats.failed_permanent) == (1, 1, 1)
+    assert stats.healthy
+    await provider.send_many([notification("again", "u2")], 2)
+    await provider.send_many([notification("more", "u2")], 3)
+    assert provider.stats().consecutive_failures >= 2
+    await provider.send_many([notification("fine", "u1")], 1)
+    assert provider.stats().consecutive_failures == 0
