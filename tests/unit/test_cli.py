@@ -66,6 +66,39 @@ def test_bad_setting_exits_2_with_one_line(
 
 
 @pytest.mark.parametrize(
+    ("variable", "extra", "says"),
+    [
+        ("FCM_CREDENTIALS_FILE", {}, "project_id"),
+        (
+            "APNS_KEY_FILE",
+            {"APNS_KEY_ID": "K", "APNS_TEAM_ID": "T", "APNS_TOPIC": "com.example"},
+            "not a PEM private key",
+        ),
+    ],
+)
+def test_unusable_credentials_stop_serve_with_status_2(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: object,
+    variable: str,
+    extra: dict[str, str],
+    says: str,
+) -> None:
+    assert isinstance(tmp_path, os.PathLike)
+    credentials = os.path.join(tmp_path, "credentials")
+    with open(credentials, "w") as file:
+        file.write('{"type": "service_account"}')
+    monkeypatch.setenv("PORT", "0")
+    monkeypatch.setenv(variable, credentials)
+    for name, value in extra.items():
+        monkeypatch.setenv(name, value)
+    assert main(["serve"]) == 2
+    [line] = [json.loads(x) for x in capsys.readouterr().err.splitlines() if '"error"' in x]
+    assert line["msg"].startswith(f"cannot start: invalid setting {variable}=")
+    assert says in line["msg"]
+
+
+@pytest.mark.parametrize(
     ("variable", "value"),
     [("RETRY_DELAY", "soon"), ("PORT", "99999"), ("KAFKA_BROKERS", "nohost")],
 )
