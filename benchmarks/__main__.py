@@ -4,6 +4,7 @@
     python -m benchmarks --quick              100,000 records, 10 s per rate (about a minute)
     python -m benchmarks --json out.json --markdown BENCHMARKS.md
     python -m benchmarks --from-json out.json --markdown BENCHMARKS.md   (re-render only)
+    python -m benchmarks --quick --phases providers   real delivery through the local fakes
 
 Starts Redis and Kafka with scripts/services.sh if they do not answer (and stops
 them at the end only then); every ``pushtrio serve`` it starts is stopped on any
@@ -47,11 +48,14 @@ from .environment import Services, kafka_addr, machine_info, redis_addr
 from .kafka_io import Kafka
 from .latency import run_latency
 from .pipeline import run_throughput
+from .providers import run_providers
 from .serve import BenchmarkError
 from .stats import rate_limit_for_third
 
-PHASES = ("ceiling", "pipeline", "mix", "latency", "outage", "defer")
+PHASES = ("ceiling", "pipeline", "mix", "latency", "outage", "defer", "providers")
 OUTAGE_MESSAGES = 50_000
+PROVIDER_MESSAGES = 20_000
+QUICK_PROVIDER_MESSAGES = 5_000
 QUICK_MESSAGES = 100_000
 QUICK_LATENCY_S = 10.0
 MIX_USERS = 10_000
@@ -78,6 +82,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"records per throughput phase (default 200,000; {QUICK_MESSAGES:,} with --quick)",
     )
     parser.add_argument("--quick", action="store_true", help="a short run (about a minute)")
+    parser.add_argument(
+        "--provider-messages",
+        type=int,
+        help=f"notifications per run of the providers phase (default {PROVIDER_MESSAGES:,}; "
+        f"{QUICK_PROVIDER_MESSAGES:,} with --quick)",
+    )
     parser.add_argument(
         "--rates",
         default="1000,5000",
@@ -140,6 +150,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.messages = QUICK_MESSAGES if args.quick else 200_000
     if args.messages < MIX_USERS:
         parser.error(f"--messages must be at least {MIX_USERS:,} (one per user of the mix)")
+    if args.provider_messages is None:
+        args.provider_messages = QUICK_PROVIDER_MESSAGES if args.quick else PROVIDER_MESSAGES
+    if args.provider_messages < 2:
+        parser.error("--provider-messages must be at least 2")
     if args.latency_seconds is None:
         args.latency_seconds = QUICK_LATENCY_S if args.quick else 20.0
     args.serve_env_map = {}
@@ -165,7 +179,8 @@ def run_phases(bench: Bench, args: argparse.Namespace, doc: dict[str, Any]) -> N
     console = bench.progress.console
     n = args.messages
     timeout_s = 120.0 + n / 500.0
-    records = _records(n, "bench", users=1000)
+    # The shared records serve only the first two phases.
+    records = _records(n, "bench", users=1000) if {"ceiling", "pipeline"} & set(args.phases) else []
     if "ceiling" in args.phases:
         topic, group = bench.new_topic("ceiling")
         produce_s = bench.produce(topic, records, "ceiling: produce")
@@ -221,6 +236,13 @@ def run_phases(bench: Bench, args: argparse.Namespace, doc: dict[str, Any]) -> N
             f"defer: {deferral.outcomes} in {report.fmt_s(deferral.seconds)}, "
             f"at most {deferral.most_in_a_window} per user in a window"
         )
+    if "providers" in args.phases:
+        providers = run_providers(bench, args.provider_messages)
+        doc["providers"] = asdict(providers)
+        console.print(
+            "providers: "
+            + ", ".join(f"{run.label} {report.fmt_rate(run.rate)}" for run in providers.runs)
+        )
 
 
 def measure(args: argparse.Namespace, console: Console, argv: Sequence[str]) -> dict[str, Any]:
@@ -231,6 +253,7 @@ def measure(args: argparse.Namespace, console: Console, argv: Sequence[str]) -> 
         "command": shlex.join(["python", "-m", "benchmarks", *argv]),
         "options": {
             "messages": args.messages,
+            "provider_messages": args.provider_messages,
             "quick": args.quick,
             "rates": args.rates,
             "latency_seconds": args.latency_seconds,

@@ -42,6 +42,10 @@ def fmt_s(value: float) -> str:
     return f"{value:,.1f} s"
 
 
+def fmt_us(value: float) -> str:
+    return f"{value:,.0f} µs"
+
+
 def fmt_mib(value: float) -> str:
     return f"{value:,.1f} MiB"
 
@@ -217,7 +221,83 @@ def sections(doc: Doc) -> list[tuple[str, list[Row]]]:
                 _defer_rows(defer),
             )
         )
+    if "providers" in doc:
+        providers = doc["providers"]
+        out.append(
+            (
+                f"8. Real providers: {providers['messages']:,} notifications per run, one "
+                f"token each, through the mocks and the local fakes answering in "
+                f"{providers['fake_latency_ms']:g} ms",
+                _providers_rows(providers),
+            )
+        )
     return out
+
+
+PROVIDERS_METHOD = (
+    "Real providers (phase 8): the same number of notifications three times, each naming "
+    "one device token of the provider it names (no device registry): through the mock "
+    "providers (`PROVIDER_LATENCY=5ms`, half APNs, half FCM), then all to APNs through "
+    "`tests/fakes/apns.py` (HTTP/2 over TLS, 100 streams per connection) and all to FCM "
+    "through `tests/fakes/fcm.py` (HTTP/1.1 and its OAuth2 token endpoint), both answering "
+    "after 5 ms. Throughput runs from the first outcome to the last (outcome `ts`). CPU per "
+    "notification is the service process's CPU time (user + system, all threads) from the "
+    "moment the harness first sees an outcome to the moment it has seen them all, divided "
+    "by the notifications settled in between, so start-up is left out. The fakes serve "
+    "from threads of the harness process: their CPU counts as the harness's, never the "
+    "service's, so the service figure is clean; the harness share of the CPU row is "
+    "mostly the fake's."
+)
+
+
+def _providers_rows(providers: Mapping[str, Any]) -> list[Row]:
+    runs = providers["runs"]
+    labels = " / ".join(str(run["label"]) for run in runs)
+
+    def each(key: str, fmt: str = "{:,}") -> str:
+        return " / ".join(fmt.format(run[key]) for run in runs)
+
+    rows: list[Row] = [
+        (f"throughput, first to last outcome: {labels}", f"{each('rate', '{:,.0f}')} msg/s", ""),
+        (
+            f"service CPU per notification: {labels}",
+            f"{each('cpu_us_per_notification', '{:,.0f}')} µs",
+            "",
+        ),
+        (
+            f"start-up, process start to first outcome: {labels}",
+            f"{each('startup_s', '{:.1f}')} s",
+            "",
+        ),
+    ]
+    events = sorted({event for run in runs for event in run["outcomes"]})
+    for event in events:
+        counts = " / ".join(f"{int(run['outcomes'].get(event, 0)):,}" for run in runs)
+        rows.append((f"outcome {event}: {labels}", counts, ""))
+    for run in runs:
+        measure, figure, target = cpu_row(run["cpu"])
+        rows.append((f"{run['label']}: {measure} (the fake's in the harness)", figure, target))
+    peaks = " / ".join(f"{float(run['memory']['peak_mib']):,.1f}" for run in runs)
+    rows.append((f"RSS peak: {labels}", f"{peaks} MiB", ""))
+    apns, fcm = providers["apns"], providers["fcm"]
+    rows += [
+        (
+            "APNs fake: requests / answered 200",
+            f"{apns['requests']:,} / {apns['accepted']:,}",
+            "",
+        ),
+        (
+            "APNs fake: HTTP/2 connections / most streams open at once (limit)",
+            f"{apns['connections']} / {apns['max_concurrent_streams']} ({apns['stream_limit']})",
+            "",
+        ),
+        (
+            "FCM fake: requests / answered 200 / access-token exchanges",
+            f"{fcm['requests']:,} / {fcm['accepted']:,} / {fcm['token_exchanges']}",
+            "",
+        ),
+    ]
+    return rows
 
 
 def _outage_rows(outage: Mapping[str, Any]) -> list[Row]:
@@ -412,13 +492,15 @@ def markdown_section(doc: Doc) -> str:
     settings = _settings_lines(doc)
     if settings:
         lines += ["", "Service settings per phase (the rest are defaults):", "", *settings]
+    if "providers" in doc:
+        lines += ["", PROVIDERS_METHOD]
     lines += ["", END_MARK]
     return "\n".join(lines) + "\n"
 
 
 def _settings_lines(doc: Doc) -> list[str]:
     lines = []
-    for phase in ("pipeline", "mix", "latency", "outage", "defer"):
+    for phase in ("pipeline", "mix", "latency", "outage", "defer", "providers"):
         if phase in doc and doc[phase].get("settings"):
             pairs = " ".join(f"{k}={v}" for k, v in doc[phase]["settings"].items())
             lines.append(f"- {phase}: `{pairs}`")
