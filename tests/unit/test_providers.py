@@ -19,7 +19,7 @@ from pushtrio.providers import (
     build_providers,
     provider_stats,
 )
-from pushtrio.providers.mock import UNHEALTHY_AFTER_FAILURES
+from pushtrio.providers.base import UNHEALTHY_AFTER_FAILURES
 
 
 def note(notification_id: str) -> Notification:

@@ -58,6 +58,44 @@ class ProviderStats:
         }
 
 
+UNHEALTHY_AFTER_FAILURES = 50
+"""A provider whose last this-many calls all failed reports itself unhealthy."""
+
+
+class Counters:
+    """A provider's running counts, behind :meth:`ReportsStats.stats`."""
+
+    def __init__(self) -> None:
+        self.sent = self.failed_transient = self.failed_permanent = 0
+        self.consecutive_failures = 0
+
+    def ok(self) -> None:
+        self.sent += 1
+        self.consecutive_failures = 0
+
+    def failed(self, *, permanent: bool) -> None:
+        self.consecutive_failures += 1
+        if permanent:
+            self.failed_permanent += 1
+        else:
+            self.failed_transient += 1
+
+    @property
+    def healthy(self) -> bool:
+        """False once the last :data:`UNHEALTHY_AFTER_FAILURES` calls all failed."""
+        return self.consecutive_failures < UNHEALTHY_AFTER_FAILURES
+
+    def snapshot(self, name: str) -> ProviderStats:
+        return ProviderStats(
+            name=name,
+            sent=self.sent,
+            failed_transient=self.failed_transient,
+            failed_permanent=self.failed_permanent,
+            consecutive_failures=self.consecutive_failures,
+            healthy=self.healthy,
+        )
+
+
 @runtime_checkable
 class ReportsStats(Protocol):
     """A provider that keeps counters and a health flag (the mock providers do)."""

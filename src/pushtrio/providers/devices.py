@@ -29,8 +29,8 @@ from ..devices import Device, DeviceRegistry
 from ..errors import BackendError, PermanentProviderError, ProviderError, TransientProviderError
 from ..events import TokenPrunedEvent
 from ..model import DeviceCounts, Notification
-from .base import ProviderStats
-from .mock import UNHEALTHY_AFTER_FAILURES, MockProvider
+from .base import Counters, ProviderStats
+from .mock import MockProvider
 from .push import PushClient, TokenResult, TokenState
 
 log = logging.getLogger(__name__)
@@ -128,30 +128,17 @@ class DeviceProvider:
     def __init__(self, name: str, delivery: DeviceDelivery) -> None:
         self.name = name
         self._delivery = delivery
-        self._sent = self._failed_transient = self._failed_permanent = 0
-        self._consecutive_failures = 0
+        self._counters = Counters()
 
     def stats(self) -> ProviderStats:
         """Per notification: delivered to a device, or failed (and how)."""
-        return ProviderStats(
-            name=self.name,
-            sent=self._sent,
-            failed_transient=self._failed_transient,
-            failed_permanent=self._failed_permanent,
-            consecutive_failures=self._consecutive_failures,
-            healthy=self._consecutive_failures < UNHEALTHY_AFTER_FAILURES,
-        )
+        return self._counters.snapshot(self.name)
 
     def _count(self, result: ProviderError | DeviceCounts) -> None:
         if isinstance(result, DeviceCounts):
-            self._sent += 1
-            self._consecutive_failures = 0
-            return
-        if isinstance(result, TransientProviderError):
-            self._failed_transient += 1
-            self._consecutive_failures += 1
+            self._counters.ok()
         elif result.reason != NO_DEVICE:  # the user's doing, not the provider's
-            self._failed_permanent += 1
+            self._counters.failed(permanent=isinstance(result, PermanentProviderError))
 
     async def send(self, notification: Notification, attempt: int) -> None:
         [result] = await self.send_many([notification], attempt)

@@ -21,10 +21,7 @@ import trio
 
 from ..errors import PermanentProviderError, ProviderError, TransientProviderError
 from ..model import DeviceCounts, Notification
-from .base import ProviderStats
-
-UNHEALTHY_AFTER_FAILURES = 50
-"""A provider whose last this-many calls all failed reports itself unhealthy."""
+from .base import Counters, ProviderStats
 
 FAILURE_MIX: tuple[tuple[str, bool, float], ...] = (
     # (reason, permanent, share of failures); shares add up to 1.
@@ -96,10 +93,7 @@ class MockProvider:
         # The "device inbox": one line per accepted notification, written at once
         # (unbuffered), so a test can count deliveries even across a kill -9.
         self._journal = journal
-        self._sent = 0
-        self._failed_transient = 0
-        self._failed_permanent = 0
-        self._consecutive_failures = 0
+        self._counters = Counters()
 
     def __repr__(self) -> str:
         return (
@@ -145,15 +139,12 @@ class MockProvider:
         if outcome_draw < self.success_rate:
             if self._journal is not None:
                 self._journal.write(f"{self.name} {notification.id}\n".encode())
-            self._sent += 1
-            self._consecutive_failures = 0
+            self._counters.ok()
             return None
-        self._consecutive_failures += 1
         reason, permanent = _failure(failure_draw, self.failure)
+        self._counters.failed(permanent=permanent)
         if permanent:
-            self._failed_permanent += 1
             return PermanentProviderError(self.name, reason)
-        self._failed_transient += 1
         return TransientProviderError(self.name, reason)
 
     def configure(
@@ -188,18 +179,11 @@ class MockProvider:
     @property
     def healthy(self) -> bool:
         """False once the last :data:`UNHEALTHY_AFTER_FAILURES` calls all failed."""
-        return self._consecutive_failures < UNHEALTHY_AFTER_FAILURES
+        return self._counters.healthy
 
     def stats(self) -> ProviderStats:
         """A snapshot of the counters; calls cut short by a timeout are not in it."""
-        return ProviderStats(
-            name=self.name,
-            sent=self._sent,
-            failed_transient=self._failed_transient,
-            failed_permanent=self._failed_permanent,
-            consecutive_failures=self._consecutive_failures,
-            healthy=self.healthy,
-        )
+        return self._counters.snapshot(self.name)
 
 
 def provider_seed(seed: int | None, name: str) -> int | None:
