@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from .device_counts import DeviceCounts
 from .errors import PermanentProviderError, ProviderError
-from .model import DeviceCounts
 
 if TYPE_CHECKING:
     from .model import Notification

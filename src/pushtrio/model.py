@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from .device_counts import DeviceCounts
 from .errors import InvalidNotification, NotificationTooLarge
 from .provider_names import PROVIDERS
 from .records import Record
@@ -101,19 +102,6 @@ class Notification:
         if self.expires_at is not None:
             document["expires_at"] = format_time(self.expires_at)
         return orjson.dumps(document)
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceCounts:
-    """What one notification did on the user's devices (real providers only)."""
-
-    accepted: int = 0
-    failed: int = 0
-    pruned: int = 0
-    """Tokens the provider called dead, removed from the registry."""
-
-    def to_dict(self) -> dict[str, int]:
-        return {"accepted": self.accepted, "failed": self.failed, "pruned": self.pruned}
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,8 +20,9 @@ from pushtrio.delivery import (
     backoff_delay_s,
     first_attempts,
 )
+from pushtrio.device_counts import DeviceCounts
 from pushtrio.errors import PermanentProviderError, ProviderError, TransientProviderError
-from pushtrio.model import DeviceCounts, Notification
+from pushtrio.model import Notification
 from pushtrio.providers import MockProvider
 
 NOTE = Notification(id="n1", user_id="u1", title="hello", provider="fcm")

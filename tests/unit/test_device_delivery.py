@@ -11,10 +11,11 @@ from collections.abc import Sequence
 import pytest
 import trio
 
+from pushtrio.device_counts import DeviceCounts
 from pushtrio.devices import Device, MemoryDevices
 from pushtrio.errors import BackendError, PermanentProviderError, TransientProviderError
 from pushtrio.events import TokenPrunedEvent
-from pushtrio.model import DeviceCounts, Notification
+from pushtrio.model import Notification
 from pushtrio.providers import Provider, ProviderOptions, build_providers
 from pushtrio.providers.devices import NO_DEVICE, DeviceDelivery, DeviceProvider, MockPushClient
 from pushtrio.providers.mock import FAILURE_MIX, MockProvider

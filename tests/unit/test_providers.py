@@ -7,8 +7,9 @@ from collections.abc import Sequence
 import pytest
 import trio
 
+from pushtrio.device_counts import DeviceCounts
 from pushtrio.errors import PermanentProviderError, ProviderError, TransientProviderError
-from pushtrio.model import DeviceCounts, Notification
+from pushtrio.model import Notification
 from pushtrio.provider_names import PROVIDERS as PROVIDER_NAMES
 from pushtrio.providers import (
     FAILURE_MIX,

@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from ..device_counts import DeviceCounts
 from ..errors import ProviderError
-from ..model import DeviceCounts, Notification
+from ..model import Notification
 
 
 class Provider(Protocol):

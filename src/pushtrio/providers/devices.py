@@ -25,10 +25,11 @@ from collections.abc import Callable, Mapping, Sequence
 
 import trio
 
+from ..device_counts import DeviceCounts
 from ..devices import Device, DeviceRegistry
 from ..errors import BackendError, PermanentProviderError, ProviderError, TransientProviderError
 from ..events import TokenPrunedEvent
-from ..model import DeviceCounts, Notification
+from ..model import Notification
 from .base import Counters, ProviderStats
 from .mock import MockProvider
 from .push import PushClient, TokenResult, TokenState

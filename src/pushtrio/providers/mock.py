@@ -19,8 +19,9 @@ from typing import BinaryIO
 
 import trio
 
+from ..device_counts import DeviceCounts
 from ..errors import PermanentProviderError, ProviderError, TransientProviderError
-from ..model import DeviceCounts, Notification
+from ..model import Notification
 from .base import Counters, ProviderStats
 
 FAILURE_MIX: tuple[tuple[str, bool, float], ...] = (
