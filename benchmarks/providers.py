@@ -16,17 +16,23 @@ moment it has seen all of them, and divided by the notifications settled in betw
 so start-up is left out. The fakes serve from threads of this harness process
 (:func:`tests.fakes.running.in_thread`): their CPU is the harness's, never the
 service's.
+
+hypercorn, which serves both fakes, ends a connection after 1,000 requests by default
+(HTTP/2 GOAWAY; ``Connection: close`` over HTTP/1.1). Apple keeps a connection for
+hours, so the phase lifts that cap while its fakes serve (:func:`uncapped_connections`).
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import hypercorn.config
 import orjson
 import psutil
 from tests.fakes.apns import DEFAULT_TOPIC, FakeApns
@@ -48,6 +54,7 @@ USERS = 1000
 KEY_ID = "BENCHKEY01"
 TEAM_ID = "BENCHTEAM1"
 POLL_INTERVAL_S = 0.05
+REQUESTS_PER_CONNECTION = 1_000_000_000
 
 
 def apns_token(i: int) -> str:
@@ -179,7 +186,7 @@ def _apns_run(bench: Bench, messages: int, timeout_s: float) -> tuple[ProviderRu
     key_file.write_bytes(private_pem)
     fake.set_latency(FAKE_LATENCY_S)
     records = provider_records(messages, ("apns",), "apns")
-    with in_thread(fake) as port:
+    with uncapped_connections(), in_thread(fake) as port:
         credentials = {
             "APNS_KEY_FILE": str(key_file),
             "APNS_KEY_ID": KEY_ID,
@@ -207,7 +214,7 @@ def _fcm_run(bench: Bench, messages: int, timeout_s: float) -> tuple[ProviderRun
     fake = FakeFcm()
     fake.set_latency(FAKE_LATENCY_S)
     records = provider_records(messages, ("fcm",), "fcm")
-    with in_thread(fake) as port:
+    with uncapped_connections(), in_thread(fake) as port:
         credentials = {
             "FCM_CREDENTIALS_FILE": str(fake.write_credentials(directory / "service-account.json")),
             "FCM_ENDPOINT": f"http://127.0.0.1:{port}",
@@ -222,6 +229,21 @@ def _fcm_run(bench: Bench, messages: int, timeout_s: float) -> tuple[ProviderRun
             token_exchanges=fake.token_exchanges,
         )
     return run, figures
+
+
+@contextmanager
+def uncapped_connections() -> Iterator[None]:
+    """Let the fakes' hypercorn serve REQUESTS_PER_CONNECTION requests per connection.
+
+    hypercorn reads ``keep_alive_max_requests`` from the Config class at each request,
+    so this lasts for the whole ``with`` block (and affects only this process).
+    """
+    saved = hypercorn.config.Config.keep_alive_max_requests
+    hypercorn.config.Config.keep_alive_max_requests = REQUESTS_PER_CONNECTION
+    try:
+        yield
+    finally:
+        hypercorn.config.Config.keep_alive_max_requests = saved
 
 
 def _directory(bench: Bench, name: str) -> Path:

@@ -367,6 +367,7 @@ class Pipeline:
                     answer.error,
                     started,
                     not_before_s=answer.retry_after_s,
+                    devices=answer.devices,
                 )
                 _place(after, record, settled, moved)
                 continue

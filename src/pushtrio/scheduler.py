@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .device_counts import DeviceCounts
 from .model import Notification, Outcome, OutcomeKind, outcome_of
 from .providers.breaker import CircuitBreaker
 from .records import Record
@@ -66,12 +67,14 @@ class Scheduler:
         started: float,
         *,
         not_before_s: float | None = None,
+        devices: DeviceCounts | None = None,
     ) -> Step | Outcome:
         """Attempt ``attempt`` failed transiently: the next tier, or ``failed``.
 
         ``not_before_s`` (a provider's Retry-After, capped at MAX_RETRY_AFTER_S) makes
         the record due no earlier than that; a later record of the tier may then wait
-        behind it for the difference.
+        behind it for the difference. ``devices``: what the last attempt did on the
+        user's devices, for the ``failed`` outcome.
         """
         if attempt > self.retry_attempts:
             return outcome_of(
@@ -81,6 +84,7 @@ class Scheduler:
                 attempts=attempt,
                 error=error,
                 started=started,
+                devices=devices,
             )
         topics = self.options.topics
         delay_s = topics.retry_delay(attempt)

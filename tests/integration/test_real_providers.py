@@ -248,7 +248,7 @@ def test_registered_devices_get_pushes_and_dead_tokens_are_pruned(
         assert later["notification"] == {"title": "Later", "body": "whenever"}
         assert later["data"] == {"order": "42", "nested": '{"a":[1]}', "pushtrio_id": "to-fcm"}
         assert later["android"]["priority"] == "NORMAL"
-        assert later["android"]["collapse_key"] == "to-fcm"
+        assert later["android"]["notification"] == {"tag": "to-fcm"}
         assert later["apns"]["headers"]["apns-priority"] == "5"
         assert ("fcm-both", "any") in fcm
         assert real.fcm.token_exchanges == 1  # one access token for every send

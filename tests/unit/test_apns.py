@@ -309,6 +309,25 @@ async def test_expired_twice_is_transient(client: ApnsClient, fake: FakeApns) ->
     assert [r.reason for r in fake.requests] == ["ExpiredProviderToken"] * 2
 
 
+async def test_a_forced_refresh_happens_at_most_once_per_20_minutes(
+    client: ApnsClient, fake: FakeApns, clock: Clock
+) -> None:
+    """Apple throttles provider tokens replaced more often (TooManyProviderTokenUpdates):
+    when it calls a fresh token expired again (a clock or key that is off), the push is
+    a transient failure, with no new token, until 20 minutes have passed."""
+    fake.expire_tokens_issued_before(float("inf"))
+    await push_one(client)  # refused twice: the first forced refresh
+    assert len(set(bearer_tokens(fake))) == 2
+    clock.now += 19 * 60
+    result = await push_one(client)
+    assert (result.state, result.reason) == (TokenState.TRANSIENT, "ExpiredProviderToken")
+    assert len(set(bearer_tokens(fake))) == 2  # not replaced again, not retried
+    assert len(fake.requests) == 3
+    clock.now += 60
+    await push_one(client)
+    assert len(set(bearer_tokens(fake))) == 3
+
+
 # --- timeouts and connections ----------------------------------------------------------
 
 

@@ -138,10 +138,14 @@ async def test_explicit_tokens_need_no_registry_even_when_it_is_down(setup: Setu
 
 
 async def test_a_named_provider_reaches_only_its_own_registered_devices(setup: Setup) -> None:
+    """fcm and firebase are one service (FCM HTTP v1); apns is another."""
     await setup.register("u1", ("fcm", "b"), ("fcm", "a"), ("apns", "c"), ("firebase", "d"))
     [result] = await setup.providers["fcm"].send_many([notification()], 1)
-    assert result == DeviceCounts(accepted=2)
-    assert setup.calls() == {"fcm": [("n1", ("a", "b"))]}
+    assert result == DeviceCounts(accepted=3)
+    assert setup.calls() == {"fcm": [("n1", ("a", "b"))], "firebase": [("n1", ("d",))]}
+    [result] = await setup.providers["apns"].send_many([notification("n2", provider="apns")], 1)
+    assert result == DeviceCounts(accepted=1)
+    assert setup.clients["apns"].calls == [("n2", ("c",))]
 
 
 async def test_any_provider_reaches_every_device_split_per_provider_client(setup: Setup) -> None:
@@ -456,3 +460,70 @@ async def test_a_device_provider_counts_per_notification(setup: Setup) -> None:
     assert provider.stats().consecutive_failures >= 2
     await provider.send_many([notification("fine", "u1")], 1)
     assert provider.stats().consecutive_failures == 0
+
+
+class StalledClient(ScriptedClient):
+    """Never answers (a provider that stopped reading)."""
+
+    async def push(
+        self, notification: Notification, tokens: Sequence[str], *, attempt: int = 1
+    ) -> list[TokenResult]:
+        self.calls.append((notification.id, tuple(tokens)))
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+
+class BrokenClient(ScriptedClient):
+    async def push(
+        self, notification: Notification, tokens: Sequence[str], *, attempt: int = 1
+    ) -> list[TokenResult]:
+        raise RuntimeError("a bug in the client")
+
+
+async def test_a_stalled_provider_keeps_the_answers_that_came(
+    setup: Setup, autojump_clock: trio.abc.Clock
+) -> None:
+    """The deadline is the device provider's, below the pipeline's: one stalled phone
+    does not throw away the push another phone accepted (no second push there)."""
+    setup.clients["apns"] = StalledClient("apns")
+    setup.delivery.clients["apns"] = setup.clients["apns"]
+    setup.delivery.deadline_s = 2.0
+    await setup.register("u1", ("fcm", "phone"), ("apns", "tablet"))
+    started = trio.current_time()
+    [result] = await setup.providers["fcm"].send_many([notification(any_provider=True)], 1)
+    assert trio.current_time() - started == pytest.approx(2.0)
+    assert result == DeviceCounts(accepted=1, failed=1, pruned=0)
+
+
+async def test_a_stalled_only_device_is_a_transient_timeout(
+    setup: Setup, autojump_clock: trio.abc.Clock
+) -> None:
+    setup.delivery.clients["apns"] = StalledClient("apns")
+    setup.delivery.deadline_s = 2.0
+    await setup.register("u1", ("apns", "tablet"))
+    [result] = await setup.providers["apns"].send_many([notification(provider="apns")], 1)
+    assert isinstance(result, TransientProviderError)
+    assert result.reason == "timeout"
+
+
+async def test_a_client_that_raises_fails_its_tokens_transiently(setup: Setup) -> None:
+    setup.delivery.clients["apns"] = BrokenClient("apns")
+    await setup.register("u1", ("apns", "tablet"), ("fcm", "phone"))
+    [only_apns] = await setup.providers["apns"].send_many([notification(provider="apns")], 1)
+    assert isinstance(only_apns, TransientProviderError)
+    assert "a bug in the client" in only_apns.reason
+    [both] = await setup.providers["fcm"].send_many([notification(any_provider=True)], 1)
+    assert both == DeviceCounts(accepted=1, failed=1, pruned=0)
+
+
+async def test_fcm_and_firebase_are_one_service_for_devices(setup: Setup) -> None:
+    """Both names mean FCM HTTP v1: a phone registered under one gets notifications
+    that name the other."""
+    await setup.register("u1", ("fcm", "phone"))
+    await setup.register("u2", ("firebase", "other-phone"))
+    results = await setup.providers["firebase"].send_many(
+        [notification("a", "u1", "firebase"), notification("b", "u2", "fcm")], 1
+    )
+    assert results == [DeviceCounts(accepted=1), DeviceCounts(accepted=1)]
+    assert setup.clients["fcm"].calls == [("a", ("phone",))]
+    assert setup.clients["firebase"].calls == [("b", ("other-phone",))]

@@ -105,7 +105,7 @@ async def test_a_high_priority_message_field_by_field(
                 "flag": "true",
                 "pushtrio_id": "n-1",
             },
-            "android": {"priority": "HIGH", "ttl": "120s", "collapse_key": "n-1"},
+            "android": {"priority": "HIGH", "notification": {"tag": "n-1"}, "ttl": "120s"},
             "apns": {
                 "headers": {
                     "apns-priority": "10",
@@ -141,6 +141,14 @@ async def test_an_expired_notification_gets_a_zero_ttl(
     assert fake.messages()[0].message["android"]["ttl"] == "0s"
 
 
+async def test_a_far_expiry_is_cut_to_fcms_longest_ttl(
+    client: FcmClient, fake: FakeFcm, clock: Clock
+) -> None:
+    expires_at = datetime.fromtimestamp(clock.now, UTC) + timedelta(days=60)
+    await client.push(note(expires_at=expires_at), ["tok"])
+    assert fake.messages()[0].message["android"]["ttl"] == f"{28 * 24 * 3600}s"
+
+
 async def test_a_long_id_collapses_to_a_sha256_prefix_for_apns(
     client: FcmClient, fake: FakeFcm
 ) -> None:
@@ -153,7 +161,7 @@ async def test_a_long_id_collapses_to_a_sha256_prefix_for_apns(
         first["apns"]["headers"]["apns-collapse-id"]
         == hashlib.sha256(long_id.encode()).hexdigest()[:64]
     )
-    assert first["android"]["collapse_key"] == first["data"]["pushtrio_id"] == long_id
+    assert first["android"]["notification"]["tag"] == first["data"]["pushtrio_id"] == long_id
     assert second["apns"]["headers"]["apns-collapse-id"] == fits
 
 

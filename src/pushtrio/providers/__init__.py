@@ -46,6 +46,15 @@ def build_providers(options: ProviderOptions) -> dict[str, Provider]:
     }
 
 
+REQUEST_SHARE = 0.4
+"""One request to a real provider may take this share of PROVIDER_TIMEOUT (httpx's
+timeouts; the client's own deadline is 1.5 times that): a token refresh and its retry
+fit in one provider call."""
+DEADLINE_SHARE = 0.9
+"""The pushes of one notification may take this share of PROVIDER_TIMEOUT; tokens not
+answered by then are transient failures, and the answers that came are kept."""
+
+
 @dataclass(frozen=True, slots=True)
 class RealProviderOptions:
     """Credentials and endpoints of the real providers; empty files: the mock stays."""
@@ -59,6 +68,7 @@ class RealProviderOptions:
     apns_endpoint: str = "https://api.push.apple.com"
     apns_ca_file: str = ""
     timeout_s: float = 10.0
+    """PROVIDER_TIMEOUT: the pipeline's limit on one provider call."""
 
 
 def _wire_clients(options: RealProviderOptions) -> dict[str, PushClient]:
@@ -66,22 +76,26 @@ def _wire_clients(options: RealProviderOptions) -> dict[str, PushClient]:
     from .apns import ApnsClient, load_apns_key
     from .fcm import FcmClient, load_service_account
 
+    # Every credential is read first: one that cannot be used leaves no client open.
+    account = (
+        load_service_account(options.fcm_credentials_file) if options.fcm_credentials_file else None
+    )
+    apns_key = load_apns_key(options.apns_key_file) if options.apns_key_file else None
+    timeout_s = options.timeout_s * REQUEST_SHARE
     clients: dict[str, PushClient] = {}
-    if options.fcm_credentials_file:
-        account = load_service_account(options.fcm_credentials_file)
-        for name in ("fcm", "firebase"):
-            clients[name] = FcmClient(
-                name, account, endpoint=options.fcm_endpoint, timeout_s=options.timeout_s
-            )
-    if options.apns_key_file:
+    if account is not None:
+        # One client (one OAuth token, one pool) for both names of FCM HTTP v1.
+        fcm = FcmClient("fcm", account, endpoint=options.fcm_endpoint, timeout_s=timeout_s)
+        clients["fcm"] = clients["firebase"] = fcm
+    if apns_key is not None:
         clients["apns"] = ApnsClient(
-            load_apns_key(options.apns_key_file),
+            apns_key,
             options.apns_key_id,
             options.apns_team_id,
             options.apns_topic,
             endpoint=options.apns_endpoint,
             ca_file=options.apns_ca_file or None,
-            timeout_s=options.timeout_s,
+            timeout_s=timeout_s,
         )
     return clients
 
@@ -98,7 +112,7 @@ def build_device_providers(
     for name, mock in mocks.items():
         if name not in clients and isinstance(mock, MockProvider):
             clients[name] = MockPushClient(mock)
-    delivery = DeviceDelivery(clients, on_pruned)
+    delivery = DeviceDelivery(clients, on_pruned, deadline_s=options.timeout_s * DEADLINE_SHARE)
     providers: dict[str, Provider] = {name: DeviceProvider(name, delivery) for name in mocks}
     return providers, delivery
 

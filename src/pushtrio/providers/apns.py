@@ -33,9 +33,9 @@ Why the choices:
   BadDeviceToken kill the token, other 4xx are permanent for this notification,
   429 and 5xx are transient (with Retry-After when Apple sends one).
 
-Timeouts: every attempt for one token is bounded by ``timeout_s`` (a trio deadline
-around it, and ``httpx`` timeouts of the same length on connect, read and write).
-The deadline includes any wait for a free stream. A read timeout of ``httpcore``
+Timeouts: every attempt for one token is bounded by ``httpx`` timeouts of
+``timeout_s`` on connect, read, write and the wait for a free stream, and by a trio
+deadline of 1.5 x ``timeout_s`` around it all, which comes second. A read timeout of ``httpcore``
 is per connection: it marks the connection broken, its other streams fail
 transiently too and the next request opens a fresh one. :meth:`ApnsClient.push`
 never raises for what the server answers or for transport failures; cancellation
@@ -74,6 +74,10 @@ MAX_PAYLOAD_BYTES = 4096
 """Apple's limit for a regular (non-VoIP) notification payload."""
 MAX_COLLAPSE_ID_BYTES = 64
 TOKEN_REFRESH_S = 40 * 60.0
+FORCED_REFRESH_EVERY_S = 20 * 60.0
+"""Apple answers TooManyProviderTokenUpdates to tokens replaced more often than this."""
+DEADLINE_FACTOR = 1.5
+"""The trio deadline of one request, in units of ``timeout_s``."""
 """A provider token older than this is replaced (Apple: every 20 to 60 minutes)."""
 IDLE_CONNECTION_S = 600.0
 """An idle connection is kept this long; Apple asks for long-lived connections."""
@@ -167,16 +171,25 @@ class _ProviderToken:
         self._clock = clock
         self._token = ""
         self._issued_at = 0
+        self._forced_at: float | None = None
 
     def current(self) -> str:
         if not self._token or self._clock() - self._issued_at >= TOKEN_REFRESH_S:
             self._regenerate()
         return self._token
 
-    def expired(self, token: str) -> None:
-        """Apple refused ``token`` as expired: replace it unless another request did."""
-        if token == self._token:
-            self._regenerate()
+    def expired(self, token: str) -> bool:
+        """Apple refused ``token`` as expired: replace it unless another request did;
+        False when it was already replaced so within FORCED_REFRESH_EVERY_S (a clock or
+        key that is off: more would only draw TooManyProviderTokenUpdates)."""
+        if token != self._token:
+            return True
+        now = self._clock()
+        if self._forced_at is not None and now - self._forced_at < FORCED_REFRESH_EVERY_S:
+            return False
+        self._forced_at = now
+        self._regenerate()
+        return True
 
     def _regenerate(self) -> None:
         self._issued_at = int(self._clock())
@@ -257,7 +270,8 @@ class ApnsClient:
         provider_token = self._token.current()
         result = await self._attempt(token, headers, payload, provider_token)
         if result.reason == "ExpiredProviderToken":
-            self._token.expired(provider_token)
+            if not self._token.expired(provider_token):
+                return TokenResult(token, TokenState.TRANSIENT, result.reason)
             result = await self._attempt(token, headers, payload, self._token.current())
             if result.reason == "ExpiredProviderToken":
                 # Twice in a row: the clock or the key is off; a later retry may pass.
@@ -269,7 +283,10 @@ class ApnsClient:
     ) -> TokenResult:
         url = f"{self._endpoint}/3/device/{urllib.parse.quote(token, safe='')}"
         request_headers = {**headers, "authorization": f"bearer {provider_token}"}
-        with trio.move_on_after(self._timeout_s):
+        # Longer than httpx's own timeouts: a read timeout (which drops the connection,
+        # stalled streams and all) comes first; a trio cancellation would leave the
+        # connection, and its stalled streams, in the pool.
+        with trio.move_on_after(self._timeout_s * DEADLINE_FACTOR):
             try:
                 response = await self._http.post(url, headers=request_headers, content=payload)
             except httpx.TimeoutException:

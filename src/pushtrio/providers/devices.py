@@ -75,8 +75,14 @@ class DeviceDelivery:
         self,
         clients: Mapping[str, PushClient],
         on_pruned: Callable[[TokenPrunedEvent], None],
+        *,
+        deadline_s: float = 9.0,
     ) -> None:
         self.clients = dict(clients)
+        self.deadline_s = deadline_s
+        """How long one notification's pushes may take: tokens unanswered by then are
+        transient failures, and those that did answer keep their answers (set below
+        the pipeline's PROVIDER_TIMEOUT, which would throw every answer away)."""
         self.registry: DeviceRegistry | None = None
         self._on_pruned = on_pruned
         self.pruned = 0
@@ -99,7 +105,8 @@ class DeviceDelivery:
                     [
                         device
                         for device in registered.get(notification.user_id, [])
-                        if notification.any_provider or device.provider == notification.provider
+                        if notification.any_provider
+                        or service_of(device.provider) == service_of(notification.provider)
                     ]
                 )
         return targets
@@ -119,7 +126,7 @@ class DeviceDelivery:
         return True
 
     async def aclose(self) -> None:
-        for client in self.clients.values():
+        for client in {id(c): c for c in self.clients.values()}.values():
             await client.aclose()
 
 
@@ -175,16 +182,30 @@ class DeviceProvider:
         async def push(provider: str, group: list[Device]) -> None:
             client = self._delivery.clients[provider]
             tokens = [d.token for d in group]
-            pushed = await client.push(notification, tokens, attempt=attempt)
+            try:
+                pushed = await client.push(notification, tokens, attempt=attempt)
+            except Exception as exc:  # a client's bug must not fail the notification for good
+                log.exception("%s client failed", provider)
+                pushed = [
+                    TokenResult(t, TokenState.TRANSIENT, f"internal error: {exc!r}") for t in tokens
+                ]
             answers.extend(zip(group, pushed, strict=True))
 
         by_provider: dict[str, list[Device]] = {}
         for device in devices:
             if device.provider in self._delivery.clients:
                 by_provider.setdefault(device.provider, []).append(device)
-        async with trio.open_nursery() as nursery:
-            for provider, group in by_provider.items():
-                nursery.start_soon(push, provider, group)
+        with trio.move_on_after(self._delivery.deadline_s):
+            async with trio.open_nursery() as nursery:
+                for provider, group in by_provider.items():
+                    nursery.start_soon(push, provider, group)
+        answered = {id(device) for device, _ in answers}
+        answers += [
+            (d, TokenResult(d.token, TokenState.TRANSIENT, "timeout"))
+            for group in by_provider.values()
+            for d in group
+            if id(d) not in answered
+        ]
         return await self._fold(notification, answers)
 
     async def _fold(
@@ -218,6 +239,15 @@ class DeviceProvider:
                 self.name, reason, devices=counts, retry_after_s=max(waits) if waits else None
             )
         return PermanentProviderError(self.name, reason, devices=counts)
+
+
+_SERVICES = {"firebase": "fcm"}
+"""Provider names that are one service: ``firebase`` and ``fcm`` are both FCM HTTP v1."""
+
+
+def service_of(provider: str) -> str:
+    """The service behind a provider name (devices of ``fcm`` serve ``firebase`` too)."""
+    return _SERVICES.get(provider, provider)
 
 
 def _reason(reasons: list[str]) -> str:

@@ -153,10 +153,18 @@ class FcmClient:
             "content-type": "application/json; charset=UTF-8",
         }
         async with self._in_flight:
-            # httpx's timeouts are per phase (connect, each read...); this bounds the whole.
-            with trio.move_on_after(self._timeout_s):
+            # httpx's timeouts are per phase (connect, each read...); this bounds the
+            # whole. It is longer than httpx's own, so that a read timeout (which drops
+            # the connection) comes first: a trio cancellation leaves it in the pool.
+            with trio.move_on_after(self._timeout_s * DEADLINE_FACTOR):
                 return await self._http.post(self.send_url, content=body, headers=headers)
         raise _Deadline
+
+
+MAX_TTL_S = 28 * 24 * 3600
+"""FCM's longest ``ttl`` (28 days); a later ``expires_at`` is cut to it."""
+DEADLINE_FACTOR = 1.5
+"""The trio deadline of one send, in units of ``timeout_s`` (see :meth:`FcmClient._post`)."""
 
 
 class _Deadline(Exception):
@@ -176,10 +184,13 @@ def fcm_message(notification: Notification, now: float) -> dict[str, Any]:
         for key, value in notification.data.items()
     }
     data["pushtrio_id"] = notification.id
-    # AndroidMessagePriority in the v1 REST reference: "NORMAL" or "HIGH".
-    android: dict[str, str] = {
+    # AndroidMessagePriority in the v1 REST reference: "NORMAL" or "HIGH". The
+    # notification tag (not collapse_key: FCM keeps at most 4 collapse keys per
+    # offline device, so unique ones would drop messages) makes a second delivery
+    # replace the first in the drawer.
+    android: dict[str, Any] = {
         "priority": "HIGH" if high else "NORMAL",
-        "collapse_key": notification.id,
+        "notification": {"tag": notification.id},
     }
     apns_headers = {
         "apns-priority": "10" if high else "5",
@@ -187,7 +198,7 @@ def fcm_message(notification: Notification, now: float) -> dict[str, Any]:
     }
     if notification.expires_at is not None:
         expires = notification.expires_at.timestamp()
-        android["ttl"] = f"{max(0, int(expires - now))}s"
+        android["ttl"] = f"{min(MAX_TTL_S, max(0, int(expires - now)))}s"
         apns_headers["apns-expiration"] = str(max(0, int(expires)))
     return {
         "notification": {"title": notification.title, "body": notification.body},
