@@ -99,6 +99,7 @@ class FakeApns:
         *,
         topics: Iterable[str] = (DEFAULT_TOPIC,),
         max_concurrent_streams: int = 100,
+        requests_per_connection: int = 1000,
     ) -> None:
         if directory is None:
             directory = tempfile.mkdtemp(prefix="fake-apns-")
@@ -115,6 +116,9 @@ class FakeApns:
         leaf.private_key_pem.write_to_path(self._key_file)
         self.topics = frozenset(topics)
         self.max_concurrent_streams = max_concurrent_streams
+        self.requests_per_connection = requests_per_connection
+        """After this many requests on a connection the server sends GOAWAY (as
+        hypercorn does, and as Apple may)."""
         self._keys: dict[str, tuple[str, ec.EllipticCurvePublicKey]] = {}
         self._lock = threading.Condition()
         self._script = _Script()
@@ -141,6 +145,7 @@ class FakeApns:
         config.errorlog = None
         config.accesslog = None
         config.keep_alive_timeout = 60.0
+        config.keep_alive_max_requests = self.requests_per_connection
         self._trio_token = trio.lowlevel.current_trio_token()
         app: Any = self._app  # hypercorn types ASGI messages as TypedDicts; ours are dicts
         async with trio.open_nursery() as nursery:

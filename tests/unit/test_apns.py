@@ -378,6 +378,42 @@ async def test_many_tokens_share_one_multiplexed_connection(
     assert 1 < fake.max_concurrent_requests <= 10
 
 
+# httpx leaves the body iterator of a request cut off by a reset connection to the
+# garbage collector (a ResourceWarning of its own, not a leak of ours).
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+async def test_a_connection_the_server_closes_is_replaced_and_its_pushes_retried(
+    tmp_path: Path, key_pem: tuple[bytes, bytes], clock: Clock
+) -> None:
+    """After ``requests_per_connection`` requests the server sends GOAWAY (hypercorn
+    does, Apple may): the pushes caught on it go again on a new connection."""
+    fake = FakeApns(tmp_path, requests_per_connection=150)
+    fake.add_key(KEY_ID, TEAM_ID, key_pem[1])
+    fake.set_latency(0.005)
+    with trio.fail_after(TEST_TIME_LIMIT_S):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(fake.serve)
+            client = ApnsClient(
+                key_pem[0],
+                KEY_ID,
+                TEAM_ID,
+                DEFAULT_TOPIC,
+                endpoint=fake.endpoint,
+                ca_file=fake.ca_file,
+                timeout_s=5.0,
+                clock=clock,
+            )
+            for round_ in range(4):
+                tokens = [device_token(round_ * 1000 + i) for i in range(100)]
+                results = await client.push(notification(), tokens)
+                assert [r.state for r in results] == [TokenState.ACCEPTED] * 100
+            await client.aclose()
+            nursery.cancel_scope.cancel()
+    assert fake.connections >= 3
+    assert client.reconnects >= 2
+    accepted = {r.token for r in fake.requests if r.status == 200}
+    assert len(accepted) == 400
+
+
 # --- the key file ----------------------------------------------------------------------
 
 

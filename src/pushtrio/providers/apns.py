@@ -76,6 +76,13 @@ MAX_COLLAPSE_ID_BYTES = 64
 TOKEN_REFRESH_S = 40 * 60.0
 FORCED_REFRESH_EVERY_S = 20 * 60.0
 """Apple answers TooManyProviderTokenUpdates to tokens replaced more often than this."""
+MAX_IN_FLIGHT = 100
+"""Requests open at once on the connection (Apple allows more; a fan-out beyond waits
+for a slot before its request timer starts)."""
+CLOSE_TIMEOUT_S = 5.0
+KEEP_RETIRED = 2
+"""Replaced connections left to finish their streams before they are closed."""
+_CONNECTION_FAILURES = ("connection: ", "protocol: ")
 DEADLINE_FACTOR = 1.5
 """The trio deadline of one request, in units of ``timeout_s``."""
 """A provider token older than this is replaced (Apple: every 20 to 60 minutes)."""
@@ -227,20 +234,45 @@ class ApnsClient:
         self._endpoint = endpoint.rstrip("/")
         self._timeout_s = timeout_s
         self._clock = clock
-        verify: ssl.SSLContext | bool = True
+        self._verify: ssl.SSLContext | bool = True
         if ca_file is not None:
-            verify = ssl.create_default_context(cafile=ca_file)
-        self._http = httpx.AsyncClient(
+            self._verify = ssl.create_default_context(cafile=ca_file)
+        self._warm: dict[int, trio.Lock] = {}
+        """Connections whose first request has not been answered yet (by id)."""
+        self._http = self._new_connection()
+        self._in_flight = trio.CapacityLimiter(MAX_IN_FLIGHT)
+        self.reconnects = 0
+        """Connections replaced after the server closed one (GOAWAY) or it broke."""
+        self._retired: list[httpx.AsyncClient] = []
+
+    def _new_connection(self) -> httpx.AsyncClient:
+        http = httpx.AsyncClient(
             http1=False,
             http2=True,
-            verify=verify,
-            timeout=httpx.Timeout(timeout_s),
+            verify=self._verify,
+            timeout=httpx.Timeout(self._timeout_s),
             limits=httpx.Limits(
                 max_connections=1,
                 max_keepalive_connections=1,
                 keepalive_expiry=IDLE_CONNECTION_S,
             ),
         )
+        self._warm[id(http)] = trio.Lock()
+        return http
+
+    async def _replace(self, broken: httpx.AsyncClient) -> None:
+        """The connection of ``broken`` failed: later requests go on a new one (once,
+        however many requests saw it fail); the old one is closed."""
+        if broken is not self._http:
+            return
+        self._warm.pop(id(broken), None)
+        self._http = self._new_connection()
+        self.reconnects += 1
+        # Not closed at once: after a GOAWAY the server still answers the streams it
+        # took. Closed a few replacements later, or with the client.
+        self._retired.append(broken)
+        if len(self._retired) > KEEP_RETIRED:
+            await _close(self._retired.pop(0))
 
     async def push(
         self, notification: Notification, tokens: Sequence[str], *, attempt: int = 1
@@ -263,12 +295,19 @@ class ApnsClient:
         return [result for result in results if result is not None]
 
     async def aclose(self) -> None:
-        """Close the connection; the client is not used afterwards."""
-        await self._http.aclose()
+        """Close the connections; the client is not used afterwards."""
+        for http in [*self._retired, self._http]:
+            await _close(http)
+        self._retired.clear()
 
     async def _push_one(self, token: str, headers: dict[str, str], payload: bytes) -> TokenResult:
         provider_token = self._token.current()
         result = await self._attempt(token, headers, payload, provider_token)
+        if result.reason.startswith(_CONNECTION_FAILURES):
+            # The server closed the connection (GOAWAY) or it broke: once more, on a
+            # new one. A push the server had taken may go twice; its collapse id
+            # replaces the first on the device.
+            result = await self._attempt(token, headers, payload, provider_token)
         if result.reason == "ExpiredProviderToken":
             if not self._token.expired(provider_token):
                 return TokenResult(token, TokenState.TRANSIENT, result.reason)
@@ -283,17 +322,44 @@ class ApnsClient:
     ) -> TokenResult:
         url = f"{self._endpoint}/3/device/{urllib.parse.quote(token, safe='')}"
         request_headers = {**headers, "authorization": f"bearer {provider_token}"}
+        # At most MAX_IN_FLIGHT requests: the clocks below measure the server, not a
+        # queue of streams waiting for the connection.
+        async with self._in_flight:
+            while True:
+                http = self._http
+                if self._warm.get(id(http)) is None:
+                    break
+                async with self._warm[id(http)]:
+                    # The first request of a connection goes alone: until the server's
+                    # SETTINGS are read, httpcore does not know its stream limit (Apple
+                    # starts at 1), and a burst would overrun it.
+                    if http is self._http and id(http) in self._warm:
+                        result = await self._post(http, token, url, request_headers, payload)
+                        self._warm.pop(id(http), None)
+                        return result
+            return await self._post(http, token, url, request_headers, payload)
+
+    async def _post(
+        self,
+        http: httpx.AsyncClient,
+        token: str,
+        url: str,
+        headers: dict[str, str],
+        payload: bytes,
+    ) -> TokenResult:
         # Longer than httpx's own timeouts: a read timeout (which drops the connection,
         # stalled streams and all) comes first; a trio cancellation would leave the
         # connection, and its stalled streams, in the pool.
         with trio.move_on_after(self._timeout_s * DEADLINE_FACTOR):
             try:
-                response = await self._http.post(url, headers=request_headers, content=payload)
+                response = await http.post(url, headers=headers, content=payload)
             except httpx.TimeoutException:
                 return TokenResult(token, TokenState.TRANSIENT, "timeout")
             except (httpx.NetworkError, httpx.ProxyError) as exc:
+                await self._replace(http)
                 return TokenResult(token, TokenState.TRANSIENT, f"connection: {_describe(exc)}")
             except (httpx.ProtocolError, h2.exceptions.H2Error) as exc:
+                await self._replace(http)
                 return TokenResult(token, TokenState.TRANSIENT, f"protocol: {_describe(exc)}")
             except httpx.RequestError as exc:
                 return TokenResult(token, TokenState.TRANSIENT, f"transport: {_describe(exc)}")
@@ -314,6 +380,11 @@ class ApnsClient:
             # 403 ExpiredProviderToken is left PERMANENT here; _push_one retries it.
             return TokenResult(token, TokenState.PERMANENT, reason)
         return TokenResult(token, TokenState.TRANSIENT, reason)
+
+
+async def _close(http: httpx.AsyncClient) -> None:
+    with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S):
+        await http.aclose()
 
 
 def _reason(response: httpx.Response) -> str:
