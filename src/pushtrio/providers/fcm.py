@@ -66,7 +66,12 @@ class FcmClient:
 
     ``name`` is the provider name notifications use (``fcm`` or ``firebase``: both
     are FCM HTTP v1). Each HTTP call (a send, a token exchange) is bounded by
-    ``timeout_s``; at most ``max_connections`` sends are in flight at once.
+    ``timeout_s``; at most ``max_in_flight`` sends are in flight at once, over at most
+    ``max_connections`` connections: Google's endpoint speaks HTTP/2 (ALPN), so a few
+    connections multiplex them all, and httpcore's pool scans every connection on
+    every request, and its queue too (measured against the HTTP/1.1 fake: 3,000 sends
+    took 16.8 s over 100 connections, 14.3 s over 8 with 100 in flight, 8-10 s over 8
+    with 8-32 in flight).
     ``clock`` (epoch seconds) dates access tokens and expiries; tests inject it.
     """
 
@@ -78,7 +83,8 @@ class FcmClient:
         timeout_s: float = 10.0,
         clock: Callable[[], float] = time.time,
         *,
-        max_connections: int = 100,
+        max_connections: int = 8,
+        max_in_flight: int = 32,
     ) -> None:
         self.name = name
         self.account = account
@@ -90,7 +96,7 @@ class FcmClient:
             timeout=httpx.Timeout(timeout_s),
             limits=httpx.Limits(max_connections=max_connections),
         )
-        self._in_flight = trio.CapacityLimiter(max_connections)
+        self._in_flight = trio.CapacityLimiter(max_in_flight)
         self._tokens = AccessTokens(account, self._http, timeout_s=timeout_s, clock=clock)
 
     @property
