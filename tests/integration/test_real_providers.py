@@ -25,7 +25,16 @@ import orjson
 import pytest
 
 from ..fakes.apns import DEFAULT_TOPIC, FakeApns
-from ..fakes.fcm import INVALID_PAYLOAD, UNAVAILABLE, UNREGISTERED, FakeFcm
+from ..fakes.fcm import (
+    INTERNAL,
+    INVALID_PAYLOAD,
+    INVALID_TOKEN,
+    QUOTA_EXCEEDED,
+    SENDER_ID_MISMATCH,
+    UNAVAILABLE,
+    UNREGISTERED,
+    FakeFcm,
+)
 from ..fakes.keys import ec_key_pair
 from ..fakes.running import in_thread
 from ..support.files import read_jsonl
@@ -134,6 +143,21 @@ def frames(log: Path) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in log.read_bytes().splitlines() if line.startswith(b"{")]
 
 
+def wait_subscribed(real: Real, kafka: str, topic: str, feed: Path) -> int:
+    """Send canaries until the watcher (subscribed to ``delivered``) shows one: from
+    then on it sees every event. Returns how many were sent."""
+    real.register("canary", "fcm-canary", "fcm")
+    canaries = 0
+    deadline = time.monotonic() + 30
+    while not frames(feed):
+        assert time.monotonic() < deadline, "the watcher never saw the feed"
+        canaries += 1
+        produce(kafka, topic, [notification(f"canary-{canaries}", "canary", provider="fcm")])
+        with contextlib.suppress(AssertionError):
+            wait_for(lambda: frames(feed), 2, "a canary on the feed")
+    return canaries
+
+
 def pruned_frames(log: Path) -> list[dict[str, Any]]:
     return [f for f in frames(log) if f["event"] == "token_pruned"]
 
@@ -155,16 +179,7 @@ def test_registered_devices_get_pushes_and_dead_tokens_are_pruned(
         real.fcm.fail_device("fcm-gone", UNREGISTERED)
         ws = real.serve.url.replace("http://", "ws://")
         with watching(ws, "token_pruned,delivered", tmp_path / "feed.jsonl") as feed:
-            # The watcher is subscribed once it sees a notification go out.
-            real.register("canary", "fcm-canary", "fcm")
-            canaries = 0
-            deadline = time.monotonic() + 30
-            while not frames(feed):
-                assert time.monotonic() < deadline, "the watcher never saw the feed"
-                canaries += 1
-                produce(kafka_bootstrap, topic, [notification(f"canary-{canaries}", "canary")])
-                with contextlib.suppress(AssertionError):
-                    wait_for(lambda: frames(feed), 2, "a canary on the feed")
+            canaries = wait_subscribed(real, kafka_bootstrap, topic, feed)
             produce(
                 kafka_bootstrap,
                 topic,
@@ -362,3 +377,64 @@ def test_many_pushes_share_one_http2_connection(
         assert {r.token for r in real.apns.requests} == {apns_token(i) for i in range(n)}
         assert real.apns.connections == 1
         assert 1 < real.apns.max_concurrent_requests <= real.apns.max_concurrent_streams
+
+
+def test_every_error_class_ends_as_mapped(
+    kafka_bootstrap: str, redis_addr: str, new_topic: object, tmp_path: Path
+) -> None:
+    """Each provider answer of the issue's table, end to end: dead tokens pruned,
+    permanent errors failed at once, transient ones retried (after Retry-After)
+    until the attempts run out."""
+    assert callable(new_topic)
+    topic = new_topic(partitions=1)
+    settings = {"RETRY_ATTEMPTS": "1", "RETRY_DELAY": "100ms", "BREAKER_MIN_CALLS": "100000"}
+    with real_service(kafka_bootstrap, redis_addr, topic, tmp_path, **settings) as real:
+        apns_answers = {
+            "apns-bad-token": (400, "BadDeviceToken"),
+            "apns-bad-request": (400, "BadExpirationDate"),
+            "apns-throttled": (429, "TooManyRequests"),
+            "apns-down": (503, "ServiceUnavailable"),
+        }
+        for n, (user, (status, reason)) in enumerate(apns_answers.items()):
+            real.register(user, apns_token(100 + n), "apns")
+            real.apns.answer_token(apns_token(100 + n), status, reason)
+        fcm_answers = {
+            "fcm-invalid-token": INVALID_TOKEN,
+            "fcm-sender": SENDER_ID_MISMATCH,
+            "fcm-quota": QUOTA_EXCEEDED,  # Retry-After: 7
+            "fcm-internal": INTERNAL,
+        }
+        for user, failure in fcm_answers.items():
+            real.register(user, f"token-{user}", "fcm")
+            real.fcm.fail_device(f"token-{user}", failure)
+        ws = real.serve.url.replace("http://", "ws://")
+        with watching(ws, "retry_scheduled,delivered", tmp_path / "steps.jsonl") as steps:
+            canaries = wait_subscribed(real, kafka_bootstrap, topic, steps)
+            users = [*apns_answers, *fcm_answers]
+            produce(
+                kafka_bootstrap,
+                topic,
+                [
+                    notification(user, user, provider="apns" if user.startswith("apns") else "fcm")
+                    for user in users
+                ],
+            )
+            real.wait_outcomes(len(users) + canaries, 60)
+        by_id = {e["id"]: e for e in real.outcomes}
+        assert {u: (by_id[u]["event"], by_id[u]["attempts"], by_id[u]["error"]) for u in users} == {
+            "apns-bad-token": ("failed", 1, "BadDeviceToken"),
+            "apns-bad-request": ("failed", 1, "BadExpirationDate"),
+            "apns-throttled": ("failed", 2, "TooManyRequests"),
+            "apns-down": ("failed", 2, "ServiceUnavailable"),
+            "fcm-invalid-token": ("failed", 1, "INVALID_ARGUMENT"),
+            "fcm-sender": ("failed", 1, "SENDER_ID_MISMATCH"),
+            "fcm-quota": ("failed", 2, "QUOTA_EXCEEDED"),
+            "fcm-internal": ("failed", 2, "INTERNAL"),
+        }
+        pruned = {u for u in users if by_id[u]["devices"]["pruned"]}
+        assert pruned == {"apns-bad-token", "fcm-invalid-token"}
+        assert [u for u in users if not real.devices(u)] == sorted(pruned, key=users.index)
+        # The retry of a 429 with Retry-After: 7 was due 7 s after the answer, not 100 ms.
+        scheduled = {f["id"]: f for f in frames(steps) if f.get("event") == "retry_scheduled"}
+        assert scheduled["fcm-quota"]["due"] - scheduled["fcm-quota"]["ts"] >= 6.9
+        assert scheduled["fcm-internal"]["due"] - scheduled["fcm-internal"]["ts"] < 1.0

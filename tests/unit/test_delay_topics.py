@@ -8,11 +8,12 @@ from types import SimpleNamespace
 
 import pytest
 
+from pushtrio.device_counts import DeviceCounts
 from pushtrio.model import Notification, Outcome, OutcomeKind
 from pushtrio.providers.breaker import BreakerOptions, CircuitBreaker
 from pushtrio.records import ORIGIN_HEADER, Record
 from pushtrio.schedule import DelayTopics, Step, StepKind, delayed, due_ms, waiting
-from pushtrio.scheduler import PARK_AGAIN_S, Scheduler, SchedulerOptions
+from pushtrio.scheduler import MAX_RETRY_AFTER_S, PARK_AGAIN_S, Scheduler, SchedulerOptions
 from pushtrio.source.fetcher_fix import release_parked
 from pushtrio.source.held import HeldRecords
 from pushtrio.source.topics import stray_tiers
@@ -80,6 +81,30 @@ def test_a_transient_failure_goes_to_the_tier_of_its_attempt_until_none_is_left(
     final = s.after_failure(as_record(tier3), NOTE, 4, "503 unavailable", 0.0)
     assert isinstance(final, Outcome)
     assert (final.event, final.attempts, final.error) == (OutcomeKind.FAILED, 4, "503 unavailable")
+
+
+def test_a_providers_retry_after_delays_the_retry_up_to_a_cap() -> None:
+    now = [1_000_000]
+    s = scheduler(now)
+    step = s.after_failure(ORIGINAL, NOTE, 1, "QUOTA_EXCEEDED", 0.0, not_before_s=7.0)
+    assert isinstance(step, Step)
+    assert step.topic == "orders.retry.1"  # the tier of its attempt, due later
+    assert step.due_ms == 1_007_000
+    shorter = s.after_failure(ORIGINAL, NOTE, 1, "UNAVAILABLE", 0.0, not_before_s=0.1)
+    assert isinstance(shorter, Step)
+    assert 1_000_500 <= shorter.due_ms <= 1_001_000  # the tier's own delay wins
+    capped = s.after_failure(ORIGINAL, NOTE, 1, "UNAVAILABLE", 0.0, not_before_s=86400.0)
+    assert isinstance(capped, Step)
+    assert capped.due_ms == 1_000_000 + int(MAX_RETRY_AFTER_S * 1000)
+
+
+def test_the_last_failure_keeps_its_device_counts() -> None:
+    s = scheduler([1_000_000])
+    devices = DeviceCounts(accepted=0, failed=2, pruned=1)
+    final = s.after_failure(ORIGINAL, NOTE, 4, "UNAVAILABLE", 0.0, devices=devices)
+    assert isinstance(final, Outcome)
+    assert final.devices == devices
+    assert final.to_event()["devices"] == {"accepted": 0, "failed": 2, "pruned": 1}
 
 
 def test_parking_waits_for_the_breaker_and_gives_up_after_max_park() -> None:
