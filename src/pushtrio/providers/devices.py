@@ -88,6 +88,14 @@ class DeviceDelivery:
         self.pruned = 0
         """Dead tokens removed, since start."""
 
+    def describe(self) -> str:
+        """Which provider is real and which a mock, for the start-up line."""
+        kinds = {
+            name: "mock" if isinstance(client, MockPushClient) else "real"
+            for name, client in self.clients.items()
+        }
+        return "providers to devices: " + ", ".join(f"{n} {k}" for n, k in kinds.items())
+
     async def targets(self, notifications: Sequence[Notification]) -> list[list[Device]]:
         """Per notification, the devices to push to (raises BackendError)."""
         users = [n.user_id for n in notifications if not n.tokens]

@@ -235,11 +235,12 @@ class Service:
 
     def _log_ready(self, backends: Backends) -> None:
         log.info(
-            "pushtrio %s ready on %s: %s, %d workers",
+            "pushtrio %s ready on %s: %s, %d workers; %s",
             __version__,
             ", ".join(self.addresses),
             backends.describe(self.settings),
             self.settings.worker_count,
+            "mock providers" if self.devices is None else self.devices.describe(),
         )
 
     def _open_log(self, path: str) -> BinaryIO | None:
