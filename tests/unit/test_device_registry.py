@@ -64,21 +64,6 @@ async def test_devices_many_answers_every_user_asked_for(registry: MemoryDevices
     assert await registry.devices("nobody") == []
 
 
-async def test_remove_says_whether_the_token_was_registered(registry: MemoryDevices) -> None:
-    await registry.put("u1", Device("fcm", "a"))
-    await registry.put("u1", Device("fcm", "b"))
-    await registry.put("u2", Device("fcm", "a"))
-    assert await registry.remove("u1", "a") is True
-    assert await registry.remove("u1", "a") is False
-    assert await registry.remove("nobody", "a") is False
-    assert await registry.devices("u1") == [Device("fcm", "b")]
-    assert await registry.devices("u2") == [Device("fcm", "a")]  # another user's is kept
-    assert await registry.remove("u1", "b") is True
-    assert await registry.devices("u1") == []
-    # An emptied user can register again from scratch.
-    assert await registry.put("u1", Device("apns", "b")) is True
-
-
 async def test_the_device_limit_refuses_new_tokens_only(registry: MemoryDevices) -> None:
     for i in range(MAX_DEVICES_PER_USER):
         assert await registry.put("u1", Device("fcm", f"t{i}"))
