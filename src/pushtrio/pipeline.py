@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
+from typing import Protocol
 
 import trio
 
@@ -83,6 +84,14 @@ class PipelineOptions:
     dlq_topic: str
 
 
+class Router(Protocol):
+    """Picks the provider of notifications before their breakers are asked (delivery
+    to devices: one whose devices the user has). Raises BackendError when its store
+    fails (the call is retried like every backend call)."""
+
+    async def route(self, notifications: Sequence[Notification]) -> list[Notification]: ...
+
+
 class Pipeline:
     """Turns record batches into outcomes. Built by the service with its collaborators."""
 
@@ -95,6 +104,7 @@ class Pipeline:
         providers: dict[str, Provider],
         scheduler: Scheduler,
         breakers: dict[str, CircuitBreaker] | None = None,
+        router: Router | None = None,
         dead_letters: Publisher,
         sinks: Iterable[OutcomeSink],
         step_sinks: Iterable[StepSink] = (),
@@ -106,6 +116,7 @@ class Pipeline:
         self._providers = providers
         self._scheduler = scheduler
         self._breakers = breakers or {}
+        self._router = router
         self._dead_letters = dead_letters
         self._sinks = tuple(sinks)
         self._step_sinks = tuple(step_sinks)
@@ -170,6 +181,8 @@ class Pipeline:
         moved: Moved = []
         if candidates:
             fresh = await self._look_up(candidates, settled, started)
+            if self._router is not None:
+                fresh = await self._route(self._router, fresh)
             callable_ = self._gate(fresh, settled, moved, started)
             allowed = await self._limit(callable_, settled, moved, started)
             await self._deliver_batch(allowed, settled, moved, started)
@@ -231,6 +244,12 @@ class Pipeline:
             else:
                 fresh.append((record, notification))
         return fresh
+
+    async def _route(self, router: Router, candidates: Candidates) -> Candidates:
+        """Let the router pick the provider (and so the breaker) of each notification."""
+        notifications = [n for _, n in candidates]
+        routed = await self.backend.call("device look-up", lambda: router.route(notifications))
+        return [(record, n) for (record, _), n in zip(candidates, routed, strict=True)]
 
     def _gate(
         self, candidates: Candidates, settled: Settled, moved: Moved, started: float

@@ -527,3 +527,29 @@ async def test_fcm_and_firebase_are_one_service_for_devices(setup: Setup) -> Non
     assert results == [DeviceCounts(accepted=1), DeviceCounts(accepted=1)]
     assert setup.clients["fcm"].calls == [("a", ("phone",))]
     assert setup.clients["firebase"].calls == [("b", ("other-phone",))]
+
+
+async def test_a_notification_naming_no_provider_is_routed_to_one_its_user_has(
+    setup: Setup,
+) -> None:
+    """Its breaker is then one of a service the user's phones use: an APNs outage
+    cannot open the FCM breaker through users who only have iPhones."""
+    await setup.register("iphone-only", ("apns", "t1"))
+    await setup.register("both", ("apns", "t2"), ("fcm", "t3"))
+    routed = await setup.delivery.route(
+        [
+            notification("a", "iphone-only", "fcm", any_provider=True),
+            notification("b", "both", "fcm", any_provider=True),
+            notification("c", "iphone-only", "fcm"),  # named: stays
+            notification("d", "nobody", "firebase", any_provider=True),  # no device: stays
+            notification("e", "iphone-only", "fcm", tokens=("x",)),  # tokens: stays
+        ]
+    )
+    assert [(n.id, n.provider, n.any_provider) for n in routed] == [
+        ("a", "apns", True),
+        ("b", "fcm", True),
+        ("c", "fcm", False),
+        ("d", "firebase", True),
+        ("e", "fcm", False),
+    ]
+    assert setup.registry.lookups == [["iphone-only", "both", "nobody"]]

@@ -20,6 +20,7 @@ half-configured service (APNs keys, no FCM file) still runs.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 
@@ -118,6 +119,28 @@ class DeviceDelivery:
                     ]
                 )
         return targets
+
+    async def route(self, notifications: Sequence[Notification]) -> list[Notification]:
+        """Give each notification that names no provider (nor tokens) a provider whose
+        devices its user has, so that it is gated and counted by that provider's
+        breaker; the one chosen from its user id when the user has it too, or none.
+        Raises BackendError when the registry fails."""
+        open_ended = [n for n in notifications if n.any_provider and not n.tokens]
+        if not open_ended:
+            await trio.lowlevel.checkpoint()
+            return list(notifications)
+        if self.registry is None:
+            raise BackendError("the device registry is not open yet")
+        registered = await self.registry.devices_many([n.user_id for n in open_ended])
+        asked = {id(n) for n in open_ended}
+        routed = []
+        for notification in notifications:
+            devices = registered.get(notification.user_id) if id(notification) in asked else None
+            names = sorted({d.provider for d in devices or ()})
+            if names and notification.provider not in names:
+                notification = dataclasses.replace(notification, provider=names[0])
+            routed.append(notification)
+        return routed
 
     async def prune(self, user_id: str, device: Device) -> bool:
         """Forget a dead token and announce it; False if the registry could not be told."""

@@ -292,6 +292,7 @@ class Service:
                 )
             ),
             breakers=self.breakers,
+            router=self.devices,
             dead_letters=backends.publisher,
             sinks=self._sinks(),
             step_sinks=[self.metrics.record_steps, self.hub.publish],
