@@ -11,10 +11,11 @@ All of it runs in the reader thread, the only caller of the consumer:
   notices within METADATA_MAX_AGE_MS, but not always), or a member that is gone
   without the group knowing. Leaving and joining again makes the group recompute
   the assignment from fresh metadata. At most once per REBALANCE_EVERY_S, and only
-  while kafka-python sees this member stable in the group with an assignment
-  unchanged for REBALANCE_AFTER_S: a member that lost its partitions (a rebalance,
-  a session the broker expired) is rejoining on its own, and leaving in the middle of
-  that only makes the group wait for it again.
+  once this member's assignment has been unchanged for REBALANCE_AFTER_S: a member
+  that just lost its partitions (a rebalance, a session the broker expired) is
+  rejoining on its own, and leaving in the middle of that only makes the group wait
+  for it again. A member whose join never completes (no assignment at all) is still
+  made to start over after REBALANCE_AFTER_S.
 """
 
 from __future__ import annotations
@@ -132,22 +133,11 @@ class Membership:
             return []
         if measured_at is None or now - measured_at > MONITOR_FRESH_S:
             return []  # the figures are old: the monitor cannot reach the brokers
-        if now - self._assignment_changed_at < REBALANCE_AFTER_S or not _stable(consumer):
-            return []  # the group is (or just was) reassigning: let it finish
+        if now - self._assignment_changed_at < REBALANCE_AFTER_S:
+            return []  # the group just reassigned this member: let it finish
         main = self._topics[0]
         held = {tp.partition for tp in consumer.assignment() if tp.topic == main}
         unread = self._monitor.stalled(self._monitor.partitions() - held, REBALANCE_AFTER_S)
         if unread:
             self._rebalanced_at = now
         return sorted(unread)
-
-
-def _stable(consumer: Any) -> bool:
-    """Whether kafka-python holds this member as joined and not rebalancing.
-
-    Reads the coordinator's state (kafka-python 3.0 has no public accessor); a
-    consumer without one (a test double) counts as stable.
-    """
-    coordinator = getattr(consumer, "_coordinator", None)
-    stable = getattr(coordinator, "stable", None)
-    return True if stable is None else bool(stable())
