@@ -82,7 +82,12 @@ class Setup:
         self.clients = {name: ScriptedClient(name) for name in NAMES}
         self.registry = CountingDevices()
         self.pruned: list[TokenPrunedEvent] = []
-        self.delivery = DeviceDelivery(self.clients, self.pruned.append)
+        self.delivery = DeviceDelivery(
+            self.clients,
+            lambda user, device: self.pruned.append(
+                TokenPrunedEvent(user, device.provider, device.token)
+            ),
+        )
         self.delivery.registry = self.registry
         self.providers = {name: DeviceProvider(name, self.delivery) for name in NAMES}
 
@@ -380,7 +385,7 @@ async def test_mock_push_client_maps_the_mocks_failures(
 async def test_a_seeded_mock_behind_a_device_provider_draws_per_attempt() -> None:
     seeded = MockProvider("fcm", success_rate=0.5, latency_s=0.0, seed=1)
     plain = MockProvider("fcm", success_rate=0.5, latency_s=0.0, seed=1)
-    delivery = DeviceDelivery({"fcm": MockPushClient(seeded)}, lambda event: None)
+    delivery = DeviceDelivery({"fcm": MockPushClient(seeded)}, lambda user, device: None)
     delivery.registry = MemoryDevices()
     await delivery.registry.put("u1", Device("fcm", "phone"))
     provider = DeviceProvider("fcm", delivery)
@@ -406,7 +411,7 @@ def device_registry(monkeypatch: pytest.MonkeyPatch) -> MemoryDevices:
         for name, provider in build_providers(options).items():
             assert isinstance(provider, MockProvider)
             clients[name] = MockPushClient(provider)
-        delivery = DeviceDelivery(clients, lambda event: None)
+        delivery = DeviceDelivery(clients, lambda user, device: None)
         delivery.registry = registry
         return {name: DeviceProvider(name, delivery) for name in clients}
 

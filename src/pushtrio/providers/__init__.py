@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from ..events import TokenPrunedEvent
+from ..devices import Device
 from .base import Configurable, Provider, ProviderStats, ReportsStats, provider_stats
 from .devices import DeviceDelivery, DeviceProvider, MockPushClient
 from .mock import FAILURE_MIX, FAILURE_MODES, MockProvider, provider_seed
@@ -103,7 +103,7 @@ def _wire_clients(options: RealProviderOptions) -> dict[str, PushClient]:
 def build_device_providers(
     mocks: Mapping[str, Provider],
     options: RealProviderOptions,
-    on_pruned: Callable[[TokenPrunedEvent], None],
+    on_pruned: Callable[[str, Device], None],
 ) -> tuple[dict[str, Provider], DeviceDelivery]:
     """Every provider delivering to device tokens: real where ``options`` give
     credentials, the mock of ``mocks`` otherwise. Raises ConfigError for a credential

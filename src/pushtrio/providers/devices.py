@@ -29,7 +29,6 @@ import trio
 from ..device_counts import DeviceCounts
 from ..devices import Device, DeviceRegistry
 from ..errors import BackendError, PermanentProviderError, ProviderError, TransientProviderError
-from ..events import TokenPrunedEvent
 from ..model import Notification
 from .base import Counters, ProviderStats
 from .mock import MockProvider
@@ -75,7 +74,7 @@ class DeviceDelivery:
     def __init__(
         self,
         clients: Mapping[str, PushClient],
-        on_pruned: Callable[[TokenPrunedEvent], None],
+        on_pruned: Callable[[str, Device], None],
         *,
         deadline_s: float = 9.0,
     ) -> None:
@@ -153,7 +152,7 @@ class DeviceDelivery:
                 )
                 return False
         self.pruned += 1
-        self._on_pruned(TokenPrunedEvent(user_id, device.provider, device.token))
+        self._on_pruned(user_id, device)
         return True
 
     async def aclose(self) -> None:

@@ -24,6 +24,7 @@ import trio
 
 from .. import __version__
 from ..config import Settings
+from ..devices import Device
 from ..errors import BackendError
 from ..events import BreakerEvent, EventHub, TokenPrunedEvent
 from ..metrics import Metrics
@@ -252,10 +253,10 @@ class Service:
     def _breaker_changed(self, provider: str, state: BreakerState) -> None:
         self.hub.publish([BreakerEvent(provider, state.value)])
 
-    def _token_pruned(self, event: TokenPrunedEvent) -> None:
-        log.info("pruned a dead %s token of user %s", event.provider, event.user_id)
+    def _token_pruned(self, user_id: str, device: Device) -> None:
+        log.info("pruned a dead %s token of user %s", device.provider, user_id)
         self.metrics.record_pruned()
-        self.hub.publish([event])
+        self.hub.publish([TokenPrunedEvent(user_id, device.provider, device.token)])
 
     def _sinks(self) -> list[OutcomeSink]:
         """Where settled outcomes go, in order: the journal, metrics, the log, the feed."""
