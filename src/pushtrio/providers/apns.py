@@ -44,9 +44,6 @@ propagates.
 
 from __future__ import annotations
 
-import email.utils
-import hashlib
-import math
 import ssl
 import time
 import urllib.parse
@@ -65,14 +62,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..errors import ConfigError
 from ..model import Notification
-from .push import TokenResult, TokenState
+from .push import TokenResult, TokenState, collapse_id, parse_retry_after
 
 APPLE_ENDPOINT = "https://api.push.apple.com"
 SANDBOX_ENDPOINT = "https://api.sandbox.push.apple.com"
 KEY_VARIABLE = "APNS_KEY_FILE"
 MAX_PAYLOAD_BYTES = 4096
 """Apple's limit for a regular (non-VoIP) notification payload."""
-MAX_COLLAPSE_ID_BYTES = 64
 TOKEN_REFRESH_S = 40 * 60.0
 FORCED_REFRESH_EVERY_S = 20 * 60.0
 """Apple answers TooManyProviderTokenUpdates to tokens replaced more often than this."""
@@ -124,17 +120,6 @@ def load_apns_key(path: str) -> bytes:
     except ValueError as exc:
         raise ConfigError(KEY_VARIABLE, path, str(exc)) from None
     return key_pem
-
-
-def collapse_id(notification_id: str) -> str:
-    """The id itself when it is at most 64 bytes of printable ASCII (a header value
-    sent as is), else the first 64 hex digits of its SHA-256: stable either way, so
-    the same notification always collapses onto itself."""
-    raw = notification_id.encode()
-    fits = len(raw) <= MAX_COLLAPSE_ID_BYTES and notification_id.isascii()
-    if fits and notification_id.isprintable() and notification_id == notification_id.strip():
-        return notification_id
-    return hashlib.sha256(raw).hexdigest()[:MAX_COLLAPSE_ID_BYTES]
 
 
 def apns_payload(notification: Notification) -> bytes:
@@ -374,7 +359,7 @@ class ApnsClient:
         if status == 410 or (status == 400 and reason in _DEAD_REASONS):
             return TokenResult(token, TokenState.DEAD, reason)
         if status == 429 or status >= 500:
-            retry_after_s = _retry_after_s(response.headers.get("retry-after"), self._clock())
+            retry_after_s = parse_retry_after(response.headers.get("retry-after"), self._clock())
             return TokenResult(token, TokenState.TRANSIENT, reason, retry_after_s)
         if 400 <= status < 500:
             # 403 ExpiredProviderToken is left PERMANENT here; _push_one retries it.
@@ -396,20 +381,6 @@ def _reason(response: httpx.Response) -> str:
     if isinstance(document, dict) and isinstance(document.get("reason"), str):
         return str(document["reason"])
     return str(response.status_code)
-
-
-def _retry_after_s(value: str | None, now: float) -> float | None:
-    """Retry-After in seconds: a number of seconds, or an HTTP date."""
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = email.utils.parsedate_to_datetime(value).timestamp() - now
-        except (TypeError, ValueError):
-            return None
-    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def _describe(exc: BaseException) -> str:

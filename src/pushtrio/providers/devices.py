@@ -51,7 +51,7 @@ class MockPushClient:
         self, notification: Notification, tokens: Sequence[str], *, attempt: int = 1
     ) -> list[TokenResult]:
         [result] = await self._mock.send_many([notification], attempt)
-        if result is None or not isinstance(result, ProviderError):
+        if not isinstance(result, ProviderError):
             return [TokenResult(t, TokenState.ACCEPTED) for t in tokens]
         state = (
             TokenState.PERMANENT

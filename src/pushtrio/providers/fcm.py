@@ -35,12 +35,8 @@ a timeout, a connection error                            TRANSIENT
 
 from __future__ import annotations
 
-import email.utils
-import hashlib
-import math
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC
 from typing import Any
 
 import httpx
@@ -49,7 +45,7 @@ import trio
 
 from ..model import Notification
 from .google_oauth import AccessTokens, ServiceAccount, TokenExchangeFailed, load_service_account
-from .push import TokenResult, TokenState
+from .push import TokenResult, TokenState, collapse_id, parse_retry_after
 
 FCM_ENDPOINT = "https://fcm.googleapis.com"
 HIGH_PRIORITY = 2
@@ -200,7 +196,7 @@ def fcm_message(notification: Notification, now: float) -> dict[str, Any]:
     }
     apns_headers = {
         "apns-priority": "10" if high else "5",
-        "apns-collapse-id": apns_collapse_id(notification.id),
+        "apns-collapse-id": collapse_id(notification.id),
     }
     if notification.expires_at is not None:
         expires = notification.expires_at.timestamp()
@@ -212,13 +208,6 @@ def fcm_message(notification: Notification, now: float) -> dict[str, Any]:
         "android": android,
         "apns": {"headers": apns_headers},
     }
-
-
-def apns_collapse_id(notification_id: str) -> str:
-    """``notification_id`` when APNs takes it (64 bytes at most), else its SHA-256 prefix."""
-    if len(notification_id.encode()) <= APNS_COLLAPSE_ID_MAX_BYTES:
-        return notification_id
-    return hashlib.sha256(notification_id.encode()).hexdigest()[:APNS_COLLAPSE_ID_MAX_BYTES]
 
 
 def token_result(token: str, response: httpx.Response, now: float) -> TokenResult:
@@ -276,28 +265,10 @@ def _error_parts(response: httpx.Response) -> tuple[str, str, set[str], str]:
     )
 
 
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a Retry-After header (delay seconds or an HTTP date)."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            moment = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        seconds = moment.timestamp() - now
-    return max(0.0, seconds) if math.isfinite(seconds) else None
-
-
 __all__ = [
     "FCM_ENDPOINT",
     "FcmClient",
     "ServiceAccount",
-    "apns_collapse_id",
     "fcm_message",
     "load_service_account",
     "parse_retry_after",

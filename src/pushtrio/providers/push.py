@@ -9,9 +9,13 @@ answers into one result per notification, prunes dead tokens and feeds the break
 
 from __future__ import annotations
 
+import email.utils
 import enum
+import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Protocol
 
 from ..model import Notification
@@ -59,3 +63,35 @@ class PushClient(Protocol):
     async def aclose(self) -> None:
         """Close connections; the client is not used afterwards."""
         ...
+
+
+MAX_COLLAPSE_ID_BYTES = 64
+"""APNs' limit on ``apns-collapse-id`` (sent directly, or through FCM's ``apns`` block)."""
+
+
+def collapse_id(notification_id: str) -> str:
+    """The ``apns-collapse-id`` of a notification: the id itself when it is at most 64
+    bytes of printable ASCII (a header value sent as is), else the first 64 hex digits
+    of its SHA-256; stable either way, so a notification collapses onto itself."""
+    raw = notification_id.encode()
+    fits = len(raw) <= MAX_COLLAPSE_ID_BYTES and notification_id.isascii()
+    if fits and notification_id.isprintable() and notification_id == notification_id.strip():
+        return notification_id
+    return hashlib.sha256(raw).hexdigest()[:MAX_COLLAPSE_ID_BYTES]
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a Retry-After header (delay seconds or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            moment = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        seconds = moment.timestamp() - now
+    return max(0.0, seconds) if math.isfinite(seconds) else None
