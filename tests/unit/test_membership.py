@@ -7,6 +7,7 @@ from kafka import TopicPartition
 
 from pushtrio.source.membership import (
     CHECK_EVERY_S,
+    JOIN_STUCK_S,
     REBALANCE_AFTER_S,
     REBALANCE_EVERY_S,
     Membership,
@@ -137,4 +138,33 @@ def test_a_member_whose_assignment_just_changed_is_left_to_finish(clock: list[fl
     clock[0] += CHECK_EVERY_S  # unchanged for REBALANCE_AFTER_S, partition 0 unread: act
     monitor._apply(_Round({0: (10, 0)}, topic_exists=True))
     assert membership.update(consumer)
+    assert consumer.calls == ["unsubscribe", "subscribe"]
+
+
+class _Coordinator:
+    def __init__(self) -> None:
+        self.is_stable = False
+
+    def stable(self) -> bool:
+        return self.is_stable
+
+
+def test_a_join_that_never_completes_is_started_over(clock: list[float]) -> None:
+    """kafka-python holding a member out of the group (joining, nothing assigned)
+    for JOIN_STUCK_S: the member starts over, at most once per REBALANCE_EVERY_S."""
+    monitor = GroupMonitor(["127.0.0.1:1"], "t", "g")
+    membership, consumer = _membership(monitor), _Consumer(set())
+    coordinator = _Coordinator()
+    consumer._coordinator = coordinator  # type: ignore[attr-defined]
+    assert not membership.update(consumer)  # joining: the clock starts
+    clock[0] += JOIN_STUCK_S - 1
+    assert not membership.update(consumer)
+    clock[0] += 1
+    assert membership.update(consumer)
+    assert consumer.calls == ["unsubscribe", "subscribe"]
+    clock[0] += JOIN_STUCK_S  # still stuck, but it started over less than a minute ago
+    assert not membership.update(consumer)
+    coordinator.is_stable = True  # joined: the count ends
+    clock[0] += REBALANCE_EVERY_S
+    assert not membership.update(consumer)
     assert consumer.calls == ["unsubscribe", "subscribe"]

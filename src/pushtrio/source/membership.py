@@ -15,7 +15,11 @@ All of it runs in the reader thread, the only caller of the consumer:
   that just lost its partitions (a rebalance, a session the broker expired) is
   rejoining on its own, and leaving in the middle of that only makes the group wait
   for it again. A member whose join never completes (no assignment at all) is still
-  made to start over after REBALANCE_AFTER_S.
+  made to start over after REBALANCE_AFTER_S;
+- start its join over when kafka-python has held it out of the group (not stable,
+  nothing assigned) for JOIN_STUCK_S. Seen on a freshly started broker: a member
+  that never got past joining while the others took every partition, so no unread
+  partition ever showed for the check above. At most once per REBALANCE_EVERY_S.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ REBALANCE_AFTER_S = 20.0
 REBALANCE_EVERY_S = 60.0
 CHECK_EVERY_S = 2.0
 """How often the reader looks for unread partitions (the monitor measures every 2 s)."""
+JOIN_STUCK_S = 30.0
+"""A member out of the group (joining, nothing assigned) this long starts over."""
 MONITOR_FRESH_S = 10.0
 """Older figures from the group monitor are not acted on."""
 
@@ -60,6 +66,7 @@ class Membership:
         self._rebalanced_at = -REBALANCE_EVERY_S
         self._checked_at = -CHECK_EVERY_S
         self._assignment_changed_at = time.monotonic()
+        self._joining_since: float | None = None
 
     def assignment_changed(self) -> None:
         """Note that partitions were assigned, revoked or lost (any thread)."""
@@ -96,6 +103,16 @@ class Membership:
             return True
         if self.released:
             return False
+        if self._join_stuck(consumer):
+            log.warning(
+                "this member has not completed joining the consumer group %s for %.0fs: "
+                "starting its join over",
+                self._group,
+                JOIN_STUCK_S,
+            )
+            consumer.unsubscribe()
+            self._subscribe(consumer)
+            return True
         unread = self._unread_elsewhere(consumer)
         if not unread:
             return False
@@ -123,6 +140,23 @@ class Membership:
         consumer.subscribe(self._topics, listener=self._listener())
         self.released = False
 
+    def _join_stuck(self, consumer: Any) -> bool:
+        now = time.monotonic()
+        if _stable(consumer) or consumer.assignment():
+            self._joining_since = None
+            return False
+        if self._joining_since is None:
+            self._joining_since = now
+            return False
+        if (
+            now - self._joining_since < JOIN_STUCK_S
+            or now - self._rebalanced_at < REBALANCE_EVERY_S
+        ):
+            return False
+        self._joining_since = None
+        self._rebalanced_at = now
+        return True
+
     def _unread_elsewhere(self, consumer: Any) -> list[int]:
         now = time.monotonic()
         if now - self._checked_at < CHECK_EVERY_S:
@@ -141,3 +175,14 @@ class Membership:
         if unread:
             self._rebalanced_at = now
         return sorted(unread)
+
+
+def _stable(consumer: Any) -> bool:
+    """Whether kafka-python holds this member as joined and not rebalancing.
+
+    Reads the coordinator's state (kafka-python 3.0 has no public accessor); a
+    consumer without one (a test double) counts as stable.
+    """
+    coordinator = getattr(consumer, "_coordinator", None)
+    stable = getattr(coordinator, "stable", None)
+    return True if stable is None else bool(stable())
