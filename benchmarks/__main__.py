@@ -38,7 +38,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from pushtrio.produce import ProduceOptions, generate
+from pushtrio.cli.produce import ProduceOptions, generate
 
 from . import report
 from .ceiling import measure_ceiling

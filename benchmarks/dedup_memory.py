@@ -12,7 +12,7 @@ ids never seen (the common case) and records of 500 new ids, each through
 ``run_redis`` as the service does (median of ``--repeat`` batches, in ms per
 batch; the machine is shared, so read them as rough).
 
-pushtrio's own layout (:class:`pushtrio.dedup.RedisDedup`) runs on a simulated
+pushtrio's own layout (:class:`pushtrio.stores.dedup.RedisDedup`) runs on a simulated
 clock: ``--rate`` ids per second with ``DEDUP_TTL = ids / rate``, so that the ids
 fill whole buckets, as at any rate in a steady state (the shard count follows the
 volume, so the ids per set, and the bytes per id, do not depend on rate or TTL).
@@ -48,10 +48,10 @@ from rich.console import Console
 from rich.table import Table
 from tests.support.ports import free_port
 
-from pushtrio.dedup import RedisDedup
-from pushtrio.dedup_layout import BucketLayout
-from pushtrio.limiter.redis import RedisLimiter
-from pushtrio.redis_client import connect, execute_many, raise_first_error, run_redis
+from pushtrio.stores.dedup import RedisDedup
+from pushtrio.stores.dedup_layout import BucketLayout
+from pushtrio.stores.limiter.redis import RedisLimiter
+from pushtrio.stores.redis_client import connect, execute_many, raise_first_error, run_redis
 
 BATCH = 500
 DAY_MS = 86_400_000

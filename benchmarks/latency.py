@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from kafka import KafkaProducer
 from rich.progress import TaskID
 
-from pushtrio.produce import ProduceOptions, generate
+from pushtrio.cli.produce import ProduceOptions, generate
 
 from .context import Bench, reported_settings
 from .cpu import CpuFigures

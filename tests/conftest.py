@@ -52,7 +52,7 @@ def redis_addr() -> str:
 @pytest.fixture
 def redis_client(redis_addr: str) -> Iterator[Any]:
     """A pushtrio-configured redis-py client for the test Redis (closed afterwards)."""
-    from pushtrio.redis_client import connect
+    from pushtrio.stores.redis_client import connect
 
     client = connect(redis_addr)
     yield client

@@ -17,8 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
-from .errors import ConfigError
-from .provider_names import PROVIDERS
+from .contract.errors import ConfigError
+from .contract.notification import PROVIDERS
 
 MEMORY_URL = "memory://"
 PROVIDER_NAMES = PROVIDERS

@@ -11,11 +11,11 @@ import pytest
 import redis
 import trio
 
-import pushtrio.dedup
-from pushtrio.dedup import DedupStore, RedisDedup
-from pushtrio.dedup_layout import TARGET_IDS_PER_SET, BucketLayout, digest, shard_of
-from pushtrio.errors import BackendError
-from pushtrio.redis_client import connect, execute_many
+import pushtrio.stores.dedup
+from pushtrio.contract.errors import BackendError
+from pushtrio.stores.dedup import DedupStore, RedisDedup
+from pushtrio.stores.dedup_layout import TARGET_IDS_PER_SET, BucketLayout, digest, shard_of
+from pushtrio.stores.redis_client import connect, execute_many
 
 from ..support.ports import closed_port
 from .private_services import PrivateRedis
@@ -56,7 +56,7 @@ def client(redis_client: redis.Redis) -> redis.Redis:
 @pytest.fixture
 def trips(monkeypatch: pytest.MonkeyPatch) -> RoundTrips:
     spy = RoundTrips()
-    monkeypatch.setattr(pushtrio.dedup, "execute_many", spy)
+    monkeypatch.setattr(pushtrio.stores.dedup, "execute_many", spy)
     return spy
 
 

@@ -10,7 +10,8 @@ import pytest
 import redis
 import trio
 
-from pushtrio.devices import (
+from pushtrio.contract.errors import BackendError, BackendMisconfigured
+from pushtrio.stores.devices import (
     MAX_DEVICES_PER_USER,
     Device,
     DeviceRegistry,
@@ -19,8 +20,7 @@ from pushtrio.devices import (
     TooManyDevices,
     devices_key,
 )
-from pushtrio.errors import BackendError, BackendMisconfigured
-from pushtrio.redis_client import connect
+from pushtrio.stores.redis_client import connect
 
 from ..support.ports import closed_port
 

@@ -12,10 +12,10 @@ import orjson
 import pytest
 import trio
 
-from pushtrio.records import Record
+from pushtrio.contract.records import Record
 from pushtrio.source import batch_size_for
-from pushtrio.source.clients import SESSION_TIMEOUT_MS
-from pushtrio.source.kafka import KafkaSource
+from pushtrio.source.kafka.clients import SESSION_TIMEOUT_MS
+from pushtrio.source.kafka.reader import KafkaSource
 
 from ..support.kafka import (
     committed_offsets,

@@ -10,9 +10,9 @@ import redis
 import trio
 
 from pushtrio.config import Settings
-from pushtrio.errors import BackendError
-from pushtrio.limiter.redis import RedisLimiter, rate_limit_key
-from pushtrio.redis_client import connect
+from pushtrio.contract.errors import BackendError
+from pushtrio.stores.limiter.redis import RedisLimiter, rate_limit_key
+from pushtrio.stores.redis_client import connect
 
 from ..support.ports import closed_port
 

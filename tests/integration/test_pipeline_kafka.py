@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from pushtrio.config import Settings
-from pushtrio.model import OutcomeKind
+from pushtrio.contract.outcome import OutcomeKind
 from pushtrio.service import Service
 
 from ..fast import fast_settings

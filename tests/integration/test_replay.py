@@ -19,12 +19,12 @@ import pytest
 import trio
 from kafka.admin import KafkaAdminClient
 
-from pushtrio.dead_letter import DEAD_LETTER_MAX_VALUE_BYTES, dead_letter
-from pushtrio.model import Outcome, OutcomeKind
-from pushtrio.records import ORIGIN_HEADER, Message, Record
-from pushtrio.replay import REPLAYED_FROM, ReplayFilter, replay_letters
-from pushtrio.replay_kafka import open_kafka_letters
-from pushtrio.source.publisher import KafkaPublisher
+from pushtrio.contract.dead_letter import DEAD_LETTER_MAX_VALUE_BYTES, dead_letter
+from pushtrio.contract.outcome import Outcome, OutcomeKind
+from pushtrio.contract.records import ORIGIN_HEADER, Message, Record
+from pushtrio.pipeline.replay import REPLAYED_FROM, ReplayFilter, replay_letters
+from pushtrio.source.kafka.letters import open_kafka_letters
+from pushtrio.source.kafka.publisher import KafkaPublisher
 
 from ..support.files import read_jsonl, wait_lines
 from ..support.kafka import end_offsets, kafka_producer, notification, produce, read_all

@@ -13,9 +13,9 @@ from typing import Any
 
 import trio
 
-from pushtrio.events import Subscription
-from pushtrio.schedule import StepKind
+from pushtrio.contract.delays import StepKind
 from pushtrio.service import Service
+from pushtrio.sinks.events import Subscription
 from pushtrio.source.memory import MemoryBroker, MemorySource
 
 from ..fast import note, pipeline_settings

@@ -12,8 +12,8 @@ import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from pushtrio.errors import ConfigError
-from pushtrio.model import Notification
+from pushtrio.contract.errors import ConfigError
+from pushtrio.contract.notification import Notification
 from pushtrio.providers.apns import ApnsClient, load_apns_key
 from pushtrio.providers.push import TokenResult, TokenState
 

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 from kafka.structs import TopicPartition
 
-from pushtrio.source.assignor import balanced_assignment
+from pushtrio.source.kafka.assignor import balanced_assignment
 
 TOPICS = ["t", "t.retry.1", "t.retry.2", "t.retry.3", "t.park", "t.defer"]
 

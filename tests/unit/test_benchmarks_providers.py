@@ -14,7 +14,7 @@ from benchmarks.providers import (
     provider_records,
 )
 
-from pushtrio.model import parse_notification
+from pushtrio.contract.notification import parse_notification
 
 
 def test_records_alternate_providers_and_name_one_valid_token_each() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pushtrio.providers.breaker import BreakerOptions, BreakerState, CircuitBreaker
+from pushtrio.pipeline.breaker import BreakerOptions, BreakerState, CircuitBreaker
 
 OPTIONS = BreakerOptions(failure_rate=0.5, min_calls=4, window=10, open_for_s=30.0, probe_calls=2)
 

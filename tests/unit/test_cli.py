@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from pushtrio import __version__
-from pushtrio.cli import main, setup_logging
+from pushtrio.cli.main import main, setup_logging
 from pushtrio.config import ENVIRONMENT_VARIABLES, VARIABLES
 
 

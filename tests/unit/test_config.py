@@ -19,7 +19,7 @@ from pushtrio.config import (
     load_settings,
     parse_duration,
 )
-from pushtrio.errors import ConfigError
+from pushtrio.contract.errors import ConfigError
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

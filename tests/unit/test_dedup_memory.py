@@ -10,8 +10,8 @@ from collections import Counter
 import pytest
 import trio
 
-from pushtrio.dedup import DedupStore, MemoryDedup
-from pushtrio.dedup_layout import (
+from pushtrio.stores.dedup import DedupStore, MemoryDedup
+from pushtrio.stores.dedup_layout import (
     BUCKETS_PER_TTL,
     CLOCK_MARGIN_S,
     COLD_START_RATE_PER_S,
@@ -98,7 +98,7 @@ def test_rejects_bad_ttl(ttl_s: float) -> None:
         MemoryDedup(ttl_s)
 
 
-# -- the Redis layout's arithmetic (pushtrio.dedup_layout) -------------------------------
+# -- the Redis layout's arithmetic (pushtrio.stores.dedup_layout) -------------------------------
 
 HOUR_MS = 3_600_000
 

@@ -8,15 +8,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from pushtrio.device_counts import DeviceCounts
-from pushtrio.model import Notification, Outcome, OutcomeKind
-from pushtrio.providers.breaker import BreakerOptions, CircuitBreaker
-from pushtrio.records import ORIGIN_HEADER, Record
-from pushtrio.schedule import DelayTopics, Step, StepKind, delayed, due_ms, waiting
-from pushtrio.scheduler import MAX_RETRY_AFTER_S, PARK_AGAIN_S, Scheduler, SchedulerOptions
-from pushtrio.source.fetcher_fix import release_parked
-from pushtrio.source.held import HeldRecords
-from pushtrio.source.topics import stray_tiers
+from pushtrio.contract.delays import DelayTopics, Step, StepKind, delayed, due_ms, waiting
+from pushtrio.contract.notification import Notification
+from pushtrio.contract.outcome import DeviceCounts, Outcome, OutcomeKind
+from pushtrio.contract.records import ORIGIN_HEADER, Record
+from pushtrio.pipeline.breaker import BreakerOptions, CircuitBreaker
+from pushtrio.pipeline.policy import MAX_RETRY_AFTER_S, PARK_AGAIN_S, Scheduler, SchedulerOptions
+from pushtrio.source.kafka.fetcher_fix import release_parked
+from pushtrio.source.kafka.held import HeldRecords
+from pushtrio.source.kafka.topics import stray_tiers
 
 TOPICS = DelayTopics("orders", retry_attempts=3, retry_delay_s=1.0)
 NOTE = Notification(id="n-1", user_id="u1", provider="fcm")

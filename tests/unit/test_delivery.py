@@ -13,16 +13,11 @@ from collections.abc import Callable, Sequence
 import pytest
 import trio
 
-from pushtrio.delivery import (
-    DELIVERED,
-    MAX_BACKOFF_S,
-    Answer,
-    backoff_delay_s,
-    first_attempts,
-)
-from pushtrio.device_counts import DeviceCounts
-from pushtrio.errors import PermanentProviderError, ProviderError, TransientProviderError
-from pushtrio.model import Notification
+from pushtrio.contract.delays import MAX_BACKOFF_S, backoff_delay_s
+from pushtrio.contract.errors import PermanentProviderError, ProviderError, TransientProviderError
+from pushtrio.contract.notification import Notification
+from pushtrio.contract.outcome import DeviceCounts
+from pushtrio.pipeline.attempt import DELIVERED, Answer, first_attempts
 from pushtrio.providers import MockProvider
 
 NOTE = Notification(id="n1", user_id="u1", title="hello", provider="fcm")

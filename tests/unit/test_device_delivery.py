@@ -11,15 +11,15 @@ from collections.abc import Sequence
 import pytest
 import trio
 
-from pushtrio.device_counts import DeviceCounts
-from pushtrio.devices import Device, MemoryDevices
-from pushtrio.errors import BackendError, PermanentProviderError, TransientProviderError
-from pushtrio.events import TokenPrunedEvent
-from pushtrio.model import Notification
+from pushtrio.contract.errors import BackendError, PermanentProviderError, TransientProviderError
+from pushtrio.contract.notification import Notification
+from pushtrio.contract.outcome import DeviceCounts
 from pushtrio.providers import Provider, ProviderOptions, build_providers
-from pushtrio.providers.devices import NO_DEVICE, DeviceDelivery, DeviceProvider, MockPushClient
+from pushtrio.providers.fanout import NO_DEVICE, DeviceDelivery, DeviceProvider, MockPushClient
 from pushtrio.providers.mock import FAILURE_MIX, MockProvider
 from pushtrio.providers.push import PushClient, TokenResult, TokenState
+from pushtrio.sinks.events import TokenPrunedEvent
+from pushtrio.stores.devices import Device, MemoryDevices
 
 from ..fast import note
 from . import test_pipeline as pipeline_tests

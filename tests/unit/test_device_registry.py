@@ -9,20 +9,20 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from pushtrio.devices import (
-    MAX_DEVICES_PER_USER,
-    Device,
-    MemoryDevices,
-    TooManyDevices,
-    check_device,
-)
-from pushtrio.errors import InvalidNotification, NotificationTooLarge
-from pushtrio.model import (
+from pushtrio.contract.errors import InvalidNotification, NotificationTooLarge
+from pushtrio.contract.notification import (
     MAX_TOKEN_CHARS,
     MAX_TOKENS,
     Notification,
     parse_notification,
     provider_for,
+)
+from pushtrio.stores.devices import (
+    MAX_DEVICES_PER_USER,
+    Device,
+    MemoryDevices,
+    TooManyDevices,
+    check_device,
 )
 
 

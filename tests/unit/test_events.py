@@ -6,8 +6,8 @@ import pytest
 import trio
 import trio.testing
 
-from pushtrio.events import EventHub, Subscription, parse_event_filter
-from pushtrio.model import Outcome, OutcomeKind
+from pushtrio.contract.outcome import Outcome, OutcomeKind
+from pushtrio.sinks.events import EventHub, Subscription, parse_event_filter
 
 KINDS = list(OutcomeKind)
 

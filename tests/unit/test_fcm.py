@@ -14,8 +14,8 @@ import trio
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from pushtrio.errors import ConfigError
-from pushtrio.model import Notification
+from pushtrio.contract.errors import ConfigError
+from pushtrio.contract.notification import Notification
 from pushtrio.providers.fcm import FcmClient, load_service_account, parse_retry_after
 from pushtrio.providers.google_oauth import FCM_SCOPE, REFRESH_MARGIN_S
 from pushtrio.providers.push import PushClient, TokenResult, TokenState

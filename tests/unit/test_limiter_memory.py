@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import trio
 
-from pushtrio.limiter import LimitStatus
-from pushtrio.limiter.memory import MemoryLimiter
+from pushtrio.stores.limiter import LimitStatus
+from pushtrio.stores.limiter.memory import MemoryLimiter
 
 WINDOW_S = 10.0
 

@@ -12,9 +12,9 @@ import redis
 from kafka import TopicPartition
 from kafka.errors import KafkaConnectionError, KafkaTimeoutError, UnsupportedCodecError
 
-from pushtrio.redis_client import is_misconfiguration
-from pushtrio.source.kafka_errors import StuckPartitions, describe, release_undecodable
-from pushtrio.source.monitor import GroupMonitor, _Round
+from pushtrio.source.kafka.errors import StuckPartitions, describe, release_undecodable
+from pushtrio.source.kafka.monitor import GroupMonitor, _Round
+from pushtrio.stores.redis_client import is_misconfiguration
 
 TP = TopicPartition("t", 3)
 
@@ -92,10 +92,10 @@ def test_a_stuck_partition_is_paused_reported_and_cleared_once_read_past() -> No
 def test_a_stuck_partition_is_resumed_when_its_retry_is_due(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import pushtrio.source.kafka_errors as module
+    import pushtrio.source.kafka.errors as module
 
     now = [1000.0]
-    monkeypatch.setattr("pushtrio.source.kafka_errors.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("pushtrio.source.kafka.errors.time.monotonic", lambda: now[0])
     stuck = StuckPartitions()
     consumer = _Consumer(_Part())
     stuck.stop(consumer, UnsupportedCodecError("x"))
@@ -108,7 +108,7 @@ def test_a_stuck_partition_is_resumed_when_its_retry_is_due(
 
 def _monitor(monkeypatch: pytest.MonkeyPatch, now: list[float]) -> GroupMonitor:
 
-    monkeypatch.setattr("pushtrio.source.monitor.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("pushtrio.source.kafka.monitor.time.monotonic", lambda: now[0])
     return GroupMonitor(["127.0.0.1:1"], "t", "g")
 
 
@@ -160,7 +160,7 @@ def test_redis_refusals_are_told_from_outages(error: Any, refused: bool) -> None
 def test_monitor_says_missing_at_start_as_a_warning_and_deleted_as_an_error(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="pushtrio.source.monitor")
+    caplog.set_level(logging.INFO, logger="pushtrio.source.kafka.monitor")
     monitor = _monitor(monkeypatch, [0.0])
     missing, present = _Round({}, topic_exists=False), _Round({0: (1, 1)}, topic_exists=True)
     for result in (missing, missing, present, present, missing, missing):

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 from kafka import TopicPartition
 
-from pushtrio.source.membership import (
+from pushtrio.source.kafka.membership import (
     CHECK_EVERY_S,
     JOIN_STUCK_S,
     REBALANCE_AFTER_S,
     REBALANCE_EVERY_S,
     Membership,
 )
-from pushtrio.source.monitor import GroupMonitor, _Round
+from pushtrio.source.kafka.monitor import GroupMonitor, _Round
 
 
 class _Consumer:
@@ -40,8 +40,8 @@ class _Consumer:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     now = [1000.0]
-    monkeypatch.setattr("pushtrio.source.monitor.time.monotonic", lambda: now[0])
-    monkeypatch.setattr("pushtrio.source.membership.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("pushtrio.source.kafka.monitor.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("pushtrio.source.kafka.membership.time.monotonic", lambda: now[0])
     return now
 
 

@@ -6,7 +6,7 @@ import pytest
 import trio
 import trio.testing
 
-from pushtrio.records import Record
+from pushtrio.contract.records import Record
 from pushtrio.source import batch_size_for
 from pushtrio.source.memory import MemoryBroker, MemorySource
 

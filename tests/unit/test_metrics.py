@@ -12,9 +12,9 @@ import prometheus_client
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pushtrio.metrics import LATENCY_BUCKETS_S, Metrics
-from pushtrio.model import Outcome, OutcomeKind
-from pushtrio.schedule import Step, StepKind
+from pushtrio.contract.delays import Step, StepKind
+from pushtrio.contract.outcome import Outcome, OutcomeKind
+from pushtrio.sinks.metrics import LATENCY_BUCKETS_S, Metrics
 
 KINDS = list(OutcomeKind)
 SNAPSHOT_KEYS = {

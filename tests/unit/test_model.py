@@ -8,19 +8,18 @@ from typing import Any
 import orjson
 import pytest
 
-from pushtrio.errors import InvalidNotification, NotificationTooLarge
-from pushtrio.model import (
+from pushtrio.contract.errors import InvalidNotification, NotificationTooLarge
+from pushtrio.contract.notification import (
     MAX_DATA_BYTES,
     MAX_RECORD_BYTES,
+    PROVIDERS,
     Notification,
-    Outcome,
-    OutcomeKind,
     fallback_id,
     parse_notification,
     peek_user_id,
     provider_for,
 )
-from pushtrio.provider_names import PROVIDERS
+from pushtrio.contract.outcome import Outcome, OutcomeKind
 
 VALID: dict[str, Any] = {"id": "n1", "user_id": "u1", "title": "hello"}
 

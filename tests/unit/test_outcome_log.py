@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from pushtrio.model import Outcome, OutcomeKind
-from pushtrio.outcome_log import OutcomeLogger
+from pushtrio.contract.outcome import Outcome, OutcomeKind
+from pushtrio.sinks.outcome_log import OutcomeLogger
 
 
 def outcome(kind: OutcomeKind, i: int) -> Outcome:

@@ -19,12 +19,12 @@ import orjson
 import trio
 
 from pushtrio.config import Settings
-from pushtrio.dedup import MemoryDedup
-from pushtrio.events import EventHub, Subscription
-from pushtrio.limiter.memory import MemoryLimiter
-from pushtrio.metrics import Metrics
-from pushtrio.model import Outcome, OutcomeKind
-from pushtrio.pipeline import Pipeline, PipelineOptions
+from pushtrio.contract.delays import StepKind
+from pushtrio.contract.outcome import Outcome, OutcomeKind
+from pushtrio.contract.records import ORIGIN_HEADER, Record
+from pushtrio.pipeline.breaker import BreakerOptions, build_breakers
+from pushtrio.pipeline.policy import Scheduler, SchedulerOptions
+from pushtrio.pipeline.workers import Pipeline, PipelineOptions
 from pushtrio.providers import (
     Configurable,
     Provider,
@@ -32,13 +32,13 @@ from pushtrio.providers import (
     build_providers,
     provider_stats,
 )
-from pushtrio.providers.breaker import BreakerOptions, build_breakers
-from pushtrio.records import ORIGIN_HEADER, Record
-from pushtrio.schedule import StepKind
-from pushtrio.scheduler import Scheduler, SchedulerOptions
 from pushtrio.service.backends import delay_topics
+from pushtrio.sinks.events import EventHub, Subscription
+from pushtrio.sinks.metrics import Metrics
 from pushtrio.source import batch_size_for
 from pushtrio.source.memory import MemoryBroker, MemorySource
+from pushtrio.stores.dedup import MemoryDedup
+from pushtrio.stores.limiter.memory import MemoryLimiter
 
 from ..fast import note, pipeline_settings
 
@@ -307,7 +307,7 @@ async def test_no_retries_when_retry_attempts_is_zero(autojump_clock: trio.abc.C
 async def test_a_dead_letter_too_big_for_the_broker_is_written_without_its_value(
     autojump_clock: trio.abc.Clock,
 ) -> None:
-    from pushtrio.dead_letter import DEAD_LETTER_MAX_VALUE_BYTES
+    from pushtrio.contract.dead_letter import DEAD_LETTER_MAX_VALUE_BYTES
 
     huge = b"x" * (DEAD_LETTER_MAX_VALUE_BYTES + 1)
     small = b"not json"

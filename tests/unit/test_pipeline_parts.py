@@ -5,15 +5,15 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from pushtrio.dead_letter import DEAD_LETTER_MAX_VALUE_BYTES, dead_letter
-from pushtrio.dedup import MemoryDedup
-from pushtrio.limiter.memory import MemoryLimiter
-from pushtrio.model import Outcome, OutcomeKind
-from pushtrio.pipeline import Pipeline, PipelineOptions
-from pushtrio.records import Record
-from pushtrio.schedule import DelayTopics
-from pushtrio.scheduler import Scheduler, SchedulerOptions
+from pushtrio.contract.dead_letter import DEAD_LETTER_MAX_VALUE_BYTES, dead_letter
+from pushtrio.contract.delays import DelayTopics
+from pushtrio.contract.outcome import Outcome, OutcomeKind
+from pushtrio.contract.records import Record
+from pushtrio.pipeline.policy import Scheduler, SchedulerOptions
+from pushtrio.pipeline.workers import Pipeline, PipelineOptions
 from pushtrio.source.memory import MemoryBroker
+from pushtrio.stores.dedup import MemoryDedup
+from pushtrio.stores.limiter.memory import MemoryLimiter
 
 OUTCOME = Outcome(OutcomeKind.INVALID, "m-1", error="record is too large", attempts=0)
 

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 import pytest
 import trio
 
-from pushtrio.device_counts import DeviceCounts
-from pushtrio.errors import PermanentProviderError, ProviderError, TransientProviderError
-from pushtrio.model import Notification
-from pushtrio.provider_names import PROVIDERS as PROVIDER_NAMES
+from pushtrio.contract.errors import PermanentProviderError, ProviderError, TransientProviderError
+from pushtrio.contract.notification import PROVIDERS as PROVIDER_NAMES
+from pushtrio.contract.notification import Notification
+from pushtrio.contract.outcome import DeviceCounts
 from pushtrio.providers import (
     FAILURE_MIX,
     MockProvider,

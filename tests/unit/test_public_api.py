@@ -7,7 +7,7 @@ import re
 import pytest
 
 import pushtrio
-from pushtrio import errors
+from pushtrio.contract import errors
 
 PARENTS = {
     "PushtrioError": "Exception",

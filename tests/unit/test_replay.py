@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from pushtrio.cli import main
-from pushtrio.dead_letter import DEAD_LETTER_MAX_VALUE_BYTES, dead_letter
-from pushtrio.errors import BrokerUnavailable
-from pushtrio.model import Outcome, OutcomeKind
-from pushtrio.records import ORIGIN_HEADER, Message, Record, origin
-from pushtrio.replay import (
+from pushtrio.cli.main import main
+from pushtrio.contract.dead_letter import DEAD_LETTER_MAX_VALUE_BYTES, dead_letter
+from pushtrio.contract.errors import BrokerUnavailable
+from pushtrio.contract.outcome import Outcome, OutcomeKind
+from pushtrio.contract.records import ORIGIN_HEADER, Message, Record, origin
+from pushtrio.pipeline.replay import (
     LISTED_MAX,
     REPLAYED_FROM,
     Letter,
@@ -280,7 +280,7 @@ async def test_a_broker_failure_says_how_many_were_replayed_before() -> None:
 
 
 async def test_the_service_replays_from_the_embedded_queue() -> None:
-    from pushtrio.replay_kafka import replayer_for
+    from pushtrio.source.kafka.letters import replayer_for
 
     broker = MemoryBroker()
     for i in range(3):
@@ -303,7 +303,7 @@ async def test_the_service_replays_from_the_embedded_queue() -> None:
 async def test_the_dry_run_table_and_the_skipped_letters_are_printed() -> None:
     from rich.console import Console
 
-    from pushtrio.replay_kafka import print_report
+    from pushtrio.source.kafka.letters import print_report
 
     letters = [letter_of(record(i), offset=i, message_id=f"order-{i}") for i in range(3)]
     big = record(3, value=b"x" * (DEAD_LETTER_MAX_VALUE_BYTES + 7))

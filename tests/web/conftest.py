@@ -20,11 +20,11 @@ import trio
 from trio_websocket import WebSocketConnection, wrap_client_stream
 
 from pushtrio.config import Settings
-from pushtrio.events import EventHub
-from pushtrio.limiter.memory import MemoryLimiter
-from pushtrio.metrics import Metrics
+from pushtrio.pipeline.replay import ReplayFilter, ReplayReport
 from pushtrio.providers import ProviderOptions, build_providers
-from pushtrio.replay import ReplayFilter, ReplayReport
+from pushtrio.sinks.events import EventHub
+from pushtrio.sinks.metrics import Metrics
+from pushtrio.stores.limiter.memory import MemoryLimiter
 from pushtrio.web import AppHandles
 
 from ..fast import fast_settings

@@ -15,8 +15,9 @@ import trio
 import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 
-from pushtrio.errors import BrokerUnavailable
-from pushtrio.model import MAX_RECORD_BYTES, OutcomeKind
+from pushtrio.contract.errors import BrokerUnavailable
+from pushtrio.contract.notification import MAX_RECORD_BYTES
+from pushtrio.contract.outcome import OutcomeKind
 from pushtrio.web.server import serve_web
 
 from ..support.waiting import wait_until

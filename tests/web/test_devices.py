@@ -17,9 +17,9 @@ import orjson
 import pytest
 import trio
 
-from pushtrio.devices import MAX_DEVICES_PER_USER, Device, DeviceRegistry, MemoryDevices
-from pushtrio.errors import BackendError
-from pushtrio.model import MAX_TOKEN_CHARS
+from pushtrio.contract.errors import BackendError
+from pushtrio.contract.notification import MAX_TOKEN_CHARS
+from pushtrio.stores.devices import MAX_DEVICES_PER_USER, Device, DeviceRegistry, MemoryDevices
 from pushtrio.web.server import serve_web
 
 from .conftest import TOKEN, Running, make_handles

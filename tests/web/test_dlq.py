@@ -12,10 +12,10 @@ import orjson
 import pytest
 import trio
 
-from pushtrio.errors import BrokerUnavailable
-from pushtrio.model import MAX_RECORD_BYTES
+from pushtrio.contract.errors import BrokerUnavailable
+from pushtrio.contract.notification import MAX_RECORD_BYTES
+from pushtrio.pipeline.replay import ReplayFilter, ReplayReport
 from pushtrio.providers.mock import MockProvider
-from pushtrio.replay import ReplayFilter, ReplayReport
 from pushtrio.source.memory import MemoryBroker
 from pushtrio.web.server import serve_web
 

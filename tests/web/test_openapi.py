@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 import pytest
 
-from pushtrio.errors import InvalidNotification
-from pushtrio.model import parse_notification
+from pushtrio.contract.errors import InvalidNotification
+from pushtrio.contract.notification import parse_notification
 from pushtrio.web.app import create_app
 from pushtrio.web.openapi import openapi_document
 

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import trio
 
-from pushtrio.device_counts import DeviceCounts
-from pushtrio.errors import ProviderError
-from pushtrio.model import Notification
+from pushtrio.contract.errors import ProviderError
+from pushtrio.contract.notification import Notification
+from pushtrio.contract.outcome import DeviceCounts
 from pushtrio.web.server import serve_web
 
 from .conftest import Running, make_handles, notification, open_feed, receive_json

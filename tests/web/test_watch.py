@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 
-from pushtrio.watch import Tally, WatchError, WatchOptions, feed_url, format_event, run_watch
+from pushtrio.cli.watch import Tally, WatchError, WatchOptions, feed_url, format_event, run_watch
 
 from ..support.ports import closed_port
 from ..support.waiting import wait_until

@@ -13,9 +13,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from ..devices import Device
+from ..stores.devices import Device
 from .base import Configurable, Provider, ProviderStats, ReportsStats, provider_stats
-from .devices import DeviceDelivery, DeviceProvider, MockPushClient
+from .fanout import DeviceDelivery, DeviceProvider, MockPushClient
 from .mock import FAILURE_MIX, FAILURE_MODES, MockProvider, provider_seed
 from .push import PushClient
 

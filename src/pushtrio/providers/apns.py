@@ -60,8 +60,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ..errors import ConfigError
-from ..model import Notification
+from ..contract.errors import ConfigError
+from ..contract.notification import Notification
 from .push import TokenResult, TokenState, collapse_id, parse_retry_after
 
 APPLE_ENDPOINT = "https://api.push.apple.com"
@@ -107,7 +107,7 @@ def parse_apns_key(key_pem: bytes) -> ec.EllipticCurvePrivateKey:
 def load_apns_key(path: str) -> bytes:
     """Read and check the APNs auth key at ``path`` (the ``.p8`` file); return its PEM.
 
-    Raises :class:`~pushtrio.errors.ConfigError` for APNS_KEY_FILE when the file
+    Raises :class:`~pushtrio.contract.errors.ConfigError` for APNS_KEY_FILE when the file
     cannot be read or does not hold an EC P-256 private key, so a bad key stops
     the service at start-up rather than failing every delivery.
     """

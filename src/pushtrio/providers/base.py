@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from ..device_counts import DeviceCounts
-from ..errors import ProviderError
-from ..model import Notification
+from ..contract.errors import ProviderError
+from ..contract.notification import Notification
+from ..contract.outcome import DeviceCounts
 
 
 class Provider(Protocol):

@@ -43,7 +43,7 @@ import httpx
 import orjson
 import trio
 
-from ..model import Notification
+from ..contract.notification import Notification
 from .google_oauth import AccessTokens, ServiceAccount, TokenExchangeFailed, load_service_account
 from .push import TokenResult, TokenState, collapse_id, parse_retry_after
 

@@ -38,7 +38,7 @@ import trio
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
-from ..errors import ConfigError, TransientProviderError
+from ..contract.errors import ConfigError, TransientProviderError
 
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -87,7 +87,7 @@ class ServiceAccount:
 def load_service_account(path: str) -> ServiceAccount:
     """Read a Google service-account JSON key file.
 
-    Raises :class:`~pushtrio.errors.ConfigError` (variable ``FCM_CREDENTIALS_FILE``)
+    Raises :class:`~pushtrio.contract.errors.ConfigError` (variable ``FCM_CREDENTIALS_FILE``)
     when the file cannot be read, is not JSON, is not a service-account key, lacks a
     field, or its ``private_key`` is not a PEM RSA key.
     """

@@ -19,9 +19,9 @@ from typing import BinaryIO
 
 import trio
 
-from ..device_counts import DeviceCounts
-from ..errors import PermanentProviderError, ProviderError, TransientProviderError
-from ..model import Notification
+from ..contract.errors import PermanentProviderError, ProviderError, TransientProviderError
+from ..contract.notification import Notification
+from ..contract.outcome import DeviceCounts
 from .base import Counters, ProviderStats
 
 FAILURE_MIX: tuple[tuple[str, bool, float], ...] = (

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC
 from typing import Protocol
 
-from ..model import Notification
+from ..contract.notification import Notification
 
 
 class TokenState(enum.StrEnum):

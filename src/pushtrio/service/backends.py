@@ -7,18 +7,18 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from ..config import Settings
-from ..dedup import DedupStore, MemoryDedup, RedisDedup
-from ..devices import DeviceRegistry, MemoryDevices, RedisDevices
-from ..limiter import Limiter
-from ..limiter.memory import MemoryLimiter
-from ..limiter.redis import RedisLimiter
-from ..records import Publisher
-from ..redis_client import open_redis
-from ..schedule import DelayTopics
+from ..contract.delays import DelayTopics
+from ..contract.records import Publisher
 from ..source import Source, batch_size_for
-from ..source.kafka import KafkaSource
+from ..source.kafka.publisher import KafkaPublisher
+from ..source.kafka.reader import KafkaSource
 from ..source.memory import MemoryBroker, MemorySource
-from ..source.publisher import KafkaPublisher
+from ..stores.dedup import DedupStore, MemoryDedup, RedisDedup
+from ..stores.devices import DeviceRegistry, MemoryDevices, RedisDevices
+from ..stores.limiter import Limiter
+from ..stores.limiter.memory import MemoryLimiter
+from ..stores.limiter.redis import RedisLimiter
+from ..stores.redis_client import open_redis
 
 
 @dataclass(frozen=True, slots=True)

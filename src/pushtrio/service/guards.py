@@ -14,7 +14,7 @@ from typing import Protocol
 
 import trio
 
-from ..errors import BackendError, BackendMisconfigured
+from ..contract.errors import BackendError, BackendMisconfigured
 from ..source import Source
 
 log = logging.getLogger("pushtrio.service")

@@ -8,9 +8,9 @@ from typing import Any
 import trio
 
 from .. import __version__
-from ..errors import BackendError
+from ..contract.errors import BackendError
+from ..pipeline.breaker import BreakerState, CircuitBreaker
 from ..providers import Provider, provider_stats
-from ..providers.breaker import BreakerState, CircuitBreaker
 from .backends import Backends
 from .guards import RefusalReport
 

@@ -24,12 +24,11 @@ import trio
 
 from .. import __version__
 from ..config import Settings
-from ..devices import Device
-from ..errors import BackendError
-from ..events import BreakerEvent, EventHub, TokenPrunedEvent
-from ..metrics import Metrics
-from ..outcome_log import OutcomeJournal, OutcomeLogger
-from ..pipeline import OutcomeSink, Pipeline, PipelineOptions
+from ..contract.errors import BackendError
+from ..contract.records import Record
+from ..pipeline.breaker import DEFAULT_WINDOW, BreakerOptions, BreakerState, build_breakers
+from ..pipeline.policy import Scheduler, SchedulerOptions
+from ..pipeline.workers import OutcomeSink, Pipeline, PipelineOptions
 from ..providers import (
     DeviceDelivery,
     ProviderOptions,
@@ -37,11 +36,12 @@ from ..providers import (
     build_device_providers,
     build_providers,
 )
-from ..providers.breaker import DEFAULT_WINDOW, BreakerOptions, BreakerState, build_breakers
-from ..records import Record
-from ..replay_kafka import replayer_for
-from ..scheduler import Scheduler, SchedulerOptions
+from ..sinks.events import BreakerEvent, EventHub, TokenPrunedEvent
+from ..sinks.metrics import Metrics
+from ..sinks.outcome_log import OutcomeJournal, OutcomeLogger
 from ..source import batch_size_for
+from ..source.kafka.letters import replayer_for
+from ..stores.devices import Device
 from ..web import AppHandles, WebOptions
 from ..web.server import serve_web
 from .backends import Backends, delay_topics, open_backends

@@ -1,6 +1,6 @@
 """Where notifications come from: Kafka (:mod:`.kafka`) or the embedded queue (:mod:`.memory`).
 
-A source hands :class:`~pushtrio.records.Record` objects to the workers through a
+A source hands :class:`~pushtrio.contract.records.Record` objects to the workers through a
 memory channel of MAX_QUEUE_SIZE records, which alone carries the back-pressure: a
 full channel holds the source back. Workers take up to :func:`batch_size_for`
 records at once. The source learns, through :meth:`Source.settle`, which records
@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import trio
 
-from ..records import Record
+from ..contract.records import Record
 
 
 def batch_size_for(max_queue_size: int) -> int:

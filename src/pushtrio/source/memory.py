@@ -19,8 +19,8 @@ from typing import Any
 
 import trio
 
-from ..records import Headers, Message, Record
-from ..schedule import due_ms, now_ms
+from ..contract.delays import due_ms, now_ms
+from ..contract.records import Headers, Message, Record
 from .tracker import OffsetTracker
 
 Item = tuple[bytes | None, bytes | None, Headers, int]

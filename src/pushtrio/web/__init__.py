@@ -10,14 +10,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..devices import DeviceRegistry, MemoryDevices
-from ..events import EventHub
-from ..limiter import Limiter
-from ..metrics import Metrics
+from ..contract.records import Publisher
+from ..pipeline.breaker import CircuitBreaker
+from ..pipeline.replay import ReplayFilter, ReplayReport
 from ..providers import Provider
-from ..providers.breaker import CircuitBreaker
-from ..records import Publisher
-from ..replay import ReplayFilter, ReplayReport
+from ..sinks.events import EventHub
+from ..sinks.metrics import Metrics
+from ..stores.devices import DeviceRegistry, MemoryDevices
+from ..stores.limiter import Limiter
 
 
 @dataclass(frozen=True, slots=True)

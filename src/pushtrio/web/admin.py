@@ -13,10 +13,15 @@ import trio
 from quart import Response, jsonify
 from quart_trio import QuartTrio
 
-from ..errors import BackendError, InvalidNotification, NotificationTooLarge
-from ..limiter import LimitStatus
-from ..metrics import PROMETHEUS_CONTENT_TYPE
-from ..model import MAX_RECORD_BYTES, USER_ID_PATTERN, Notification, validate_document
+from ..contract.errors import BackendError, InvalidNotification, NotificationTooLarge
+from ..contract.notification import (
+    MAX_RECORD_BYTES,
+    USER_ID_PATTERN,
+    Notification,
+    validate_document,
+)
+from ..sinks.metrics import PROMETHEUS_CONTENT_TYPE
+from ..stores.limiter import LimitStatus
 from . import AppHandles
 from .bodies import read_json_body
 from .responses import bad_user_id, json_error

@@ -23,7 +23,7 @@ from typing import Any
 from quart import Response, jsonify
 from quart_trio import QuartTrio
 
-from ..model import MAX_RECORD_BYTES
+from ..contract.notification import MAX_RECORD_BYTES
 from . import AppHandles
 from .admin import add_admin_routes
 from .auth import install_auth

@@ -6,7 +6,7 @@ import orjson
 from quart import Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from ..model import MAX_RECORD_BYTES
+from ..contract.notification import MAX_RECORD_BYTES
 from .responses import json_error
 
 

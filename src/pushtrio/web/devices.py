@@ -18,9 +18,15 @@ import trio
 from quart import Response, jsonify
 from quart_trio import QuartTrio
 
-from ..devices import MAX_DEVICES_PER_USER, Device, DeviceRegistry, TooManyDevices, check_device
-from ..errors import BackendError
-from ..model import USER_ID_PATTERN
+from ..contract.errors import BackendError
+from ..contract.notification import USER_ID_PATTERN
+from ..stores.devices import (
+    MAX_DEVICES_PER_USER,
+    Device,
+    DeviceRegistry,
+    TooManyDevices,
+    check_device,
+)
 from .bodies import read_json_body
 from .responses import bad_user_id, json_error
 

@@ -7,7 +7,7 @@ them to hold::
      "limit": 100, "dry_run": false}
 
 Unknown fields are refused, so that a misspelt filter cannot widen a replay. The
-answer is the report (:meth:`~pushtrio.replay.ReplayReport.to_json`): how many
+answer is the report (:meth:`~pushtrio.pipeline.replay.ReplayReport.to_json`): how many
 letters were replayed, or with ``dry_run`` would be, and the first of them; 400
 with ``{"error", "field"}`` for a bad filter; 409 while another replay runs on
 this instance; 503 when the broker cannot be read or written.
@@ -23,9 +23,9 @@ import trio
 from quart import Response, jsonify
 from quart_trio import QuartTrio
 
-from ..errors import BackendError
-from ..model import MAX_ID_CHARS
-from ..replay import OUTCOMES, ReplayFilter, parse_since
+from ..contract.errors import BackendError
+from ..contract.notification import MAX_ID_CHARS
+from ..pipeline.replay import OUTCOMES, ReplayFilter, parse_since
 from . import AppHandles
 from .bodies import read_json_body
 from .responses import json_error

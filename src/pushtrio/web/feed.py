@@ -4,7 +4,7 @@ Query parameters (both optional): ``user_id`` keeps one user's outcomes;
 ``event`` keeps some kinds (``delivered,failed``; may be repeated). An invalid
 value is refused before the handshake with 400 and a JSON error.
 
-Each connection reads from its own bounded :class:`~pushtrio.events.Subscription`,
+Each connection reads from its own bounded :class:`~pushtrio.sinks.events.Subscription`,
 so a client that reads slowly costs the pipeline nothing: its oldest events are
 dropped and the next frame it gets is ``{"event": "dropped", "count": N}``. When
 the service shuts down, the buffered events are sent and the connection is
@@ -30,8 +30,8 @@ import trio
 from quart import Response, websocket
 from quart_trio import QuartTrio
 
-from ..events import DEFAULT_CAPACITY, EventHub, Subscription, parse_event_filter
-from ..model import USER_ID_PATTERN
+from ..contract.notification import USER_ID_PATTERN
+from ..sinks.events import DEFAULT_CAPACITY, EventHub, Subscription, parse_event_filter
 from .responses import bad_user_id, json_error
 
 log = logging.getLogger(__name__)

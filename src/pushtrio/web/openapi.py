@@ -15,9 +15,7 @@ import copy
 from typing import Any
 
 from .. import __version__
-from ..devices import MAX_DEVICES_PER_USER
-from ..events import EVENT_KINDS
-from ..model import (
+from ..contract.notification import (
     MAX_BODY_CHARS,
     MAX_DATA_BYTES,
     MAX_ID_CHARS,
@@ -25,11 +23,13 @@ from ..model import (
     MAX_TITLE_CHARS,
     MAX_TOKENS,
     MAX_TYPE_CHARS,
+    PROVIDERS,
     TOKEN_PATTERN,
     USER_ID_PATTERN,
 )
-from ..provider_names import PROVIDERS
-from ..replay import DURATION_PATTERN, LISTED_MAX, OUTCOMES
+from ..pipeline.replay import DURATION_PATTERN, LISTED_MAX, OUTCOMES
+from ..sinks.events import EVENT_KINDS
+from ..stores.devices import MAX_DEVICES_PER_USER
 
 JSON = "application/json"
 

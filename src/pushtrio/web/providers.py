@@ -20,8 +20,8 @@ from typing import Any, Final
 from quart import Response, jsonify
 from quart_trio import QuartTrio
 
+from ..pipeline.breaker import CircuitBreaker, breaker_document
 from ..providers import FAILURE_MODES, Configurable, Provider, provider_stats
-from ..providers.breaker import CircuitBreaker, breaker_document
 from . import AppHandles
 from .bodies import read_json_body
 from .responses import json_error

@@ -3,7 +3,7 @@
 redis-py's sync client is thread-safe (its connection pool hands each thread its
 own connection), so one client serves every backend. Trio code never calls it
 directly: :func:`run_redis` runs a blocking function in a worker thread, one hop
-per batch, and translates redis-py's errors into :class:`~pushtrio.errors.BackendError`.
+per batch, and translates redis-py's errors into :class:`~pushtrio.contract.errors.BackendError`.
 
 Every call is bounded by the socket timeouts set in :func:`connect`, so a Redis
 that stops answering turns into a BackendError instead of a hung worker: at once
@@ -25,7 +25,7 @@ import trio
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
-from .errors import BackendError, BackendMisconfigured
+from ..contract.errors import BackendError, BackendMisconfigured
 
 T = TypeVar("T")
 

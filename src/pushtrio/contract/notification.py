@@ -1,8 +1,8 @@
-"""Notifications and outcomes: the message contract, its parsing and validation.
+"""Notifications: the message contract, its parsing and validation.
 
 No I/O here. :func:`parse_notification` turns the bytes of one Kafka record (or
 one ``POST /send`` body) into a :class:`Notification` or raises
-:class:`~pushtrio.errors.InvalidNotification` naming the reason and the field.
+:class:`~pushtrio.contract.errors.InvalidNotification` naming the reason and the field.
 
 Types are strict: a string is never taken for a number or a timestamp, a number
 never for a string. The size limits below are the only ones; README documents them.
@@ -10,11 +10,9 @@ never for a string. The size limits below are the only ones; README documents th
 
 from __future__ import annotations
 
-import enum
 import functools
 import hashlib
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,10 +20,7 @@ from typing import Any
 
 import orjson
 
-from .device_counts import DeviceCounts
 from .errors import InvalidNotification, NotificationTooLarge
-from .provider_names import PROVIDERS
-from .records import Record
 
 MAX_RECORD_BYTES = 64 * 1024
 """Largest accepted record or request body, in bytes."""
@@ -43,23 +38,10 @@ MAX_TOKEN_CHARS = 512
 TOKEN_PATTERN = re.compile(rf"[A-Za-z0-9_.:\-]{{1,{MAX_TOKEN_CHARS}}}")
 """FCM registration tokens and APNs device tokens (hex) both fit."""
 
+PROVIDERS = ("fcm", "apns", "firebase")
+"""Every provider a notification may name, in the order ``/health`` and ``/metrics`` list them."""
+
 USER_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:@\-]{1,128}")
-
-
-class OutcomeKind(enum.StrEnum):
-    """What finally happened to one notification; exactly one per message."""
-
-    DELIVERED = "delivered"
-    RATE_LIMITED = "rate_limited"
-    EXPIRED = "expired"
-    DUPLICATE = "duplicate"
-    FAILED = "failed"
-    INVALID = "invalid"
-
-    @property
-    def dead_letter(self) -> bool:
-        """Whether this outcome is written to the dead-letter topic."""
-        return self in (OutcomeKind.FAILED, OutcomeKind.INVALID)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,69 +84,6 @@ class Notification:
         if self.expires_at is not None:
             document["expires_at"] = format_time(self.expires_at)
         return orjson.dumps(document)
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """The single result of processing one record, published as a live event."""
-
-    event: OutcomeKind
-    id: str
-    user_id: str = ""
-    provider: str = ""
-    priority: int = 1
-    attempts: int = 0
-    latency_ms: float = 0.0
-    error: str = ""
-    ts: float = 0.0
-    partition: int = -1
-    offset: int = -1
-    devices: DeviceCounts | None = None
-    """With real providers: how many of the user's devices accepted, failed, were pruned."""
-
-    def to_event(self) -> dict[str, Any]:
-        event: dict[str, Any] = {
-            "event": self.event.value,
-            "id": self.id,
-            "user_id": self.user_id,
-            "provider": self.provider,
-            "priority": self.priority,
-            "attempts": self.attempts,
-            "latency_ms": round(self.latency_ms, 3),
-            "error": self.error or None,
-            "ts": self.ts,
-        }
-        if self.devices is not None:
-            event["devices"] = self.devices.to_dict()
-        return event
-
-
-def outcome_of(
-    kind: OutcomeKind,
-    notification: Notification,
-    record: Record,
-    *,
-    attempts: int = 0,
-    error: str = "",
-    started: float | None = None,
-    devices: DeviceCounts | None = None,
-) -> Outcome:
-    """The outcome of ``notification`` read in ``record``; latency since ``started``
-    (``time.monotonic()``), when given."""
-    return Outcome(
-        kind,
-        notification.id,
-        user_id=notification.user_id,
-        provider=notification.provider,
-        priority=notification.priority,
-        attempts=attempts,
-        latency_ms=0.0 if started is None else (time.monotonic() - started) * 1000,
-        error=error,
-        ts=time.time(),
-        partition=record.partition,
-        offset=record.offset,
-        devices=devices,
-    )
 
 
 def format_time(moment: datetime) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from .model import Outcome
+from .outcome import Outcome
 from .records import ORIGIN_HEADER, Headers, Message, Record, origin
 
 HEADER_PREFIX = "pushtrio-"

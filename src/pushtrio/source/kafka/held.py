@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 
-from ..records import Record
-from ..schedule import due_ms, now_ms
+from ...contract.delays import due_ms, now_ms
+from ...contract.records import Record
 
 
 class HeldRecords:

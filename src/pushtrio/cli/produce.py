@@ -21,9 +21,9 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from .config import MEMORY_URL
-from .errors import BrokerUnavailable
-from .model import format_time
+from ..config import MEMORY_URL
+from ..contract.errors import BrokerUnavailable
+from ..contract.notification import format_time
 
 INVALID_SAMPLES = (
     b"this is not json",

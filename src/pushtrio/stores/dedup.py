@@ -4,7 +4,7 @@ The pipeline asks :meth:`DedupStore.seen_many` before delivering and calls
 :meth:`DedupStore.remember_many` after a delivery succeeds; an id seen within the
 TTL gets the outcome ``duplicate``. :class:`RedisDedup` keeps the ids in Redis,
 global across pushtrio processes, as 64-bit digests in time-bucketed sets (see
-:mod:`pushtrio.dedup_layout`); :class:`MemoryDedup` is its in-process twin for the
+:mod:`pushtrio.stores.dedup_layout`); :class:`MemoryDedup` is its in-process twin for the
 embedded mode and unit tests. Both remember an id for at least the TTL; Redis may
 remember it one bucket (half the TTL) longer, the embedded store exactly the TTL.
 """
@@ -60,7 +60,7 @@ class DedupStore(Protocol):
 class RedisDedup:
     """Delivered ids in Redis, as 64-bit digests in time-bucketed sets; one round trip per call.
 
-    See :mod:`pushtrio.dedup_layout` for the layout: an id is remembered for at
+    See :mod:`pushtrio.stores.dedup_layout` for the layout: an id is remembered for at
     least the TTL and at most one bucket (half the TTL, plus :data:`CLOCK_MARGIN_S`)
     longer, in about 10 bytes of Redis memory. Every command names one key (Redis
     Cluster works). A look-up also sends one write that changes nothing, so a
@@ -71,7 +71,7 @@ class RedisDedup:
     ``clock`` (seconds since the epoch) replaces it, for tests and benchmarks;
     ``clock_margin_s`` is how far instances' views of that clock may differ.
     ``buckets_per_ttl`` trades memory for look-up commands (see
-    :data:`~pushtrio.dedup_layout.BUCKETS_PER_TTL`). Raises ValueError for a TTL
+    :data:`~pushtrio.stores.dedup_layout.BUCKETS_PER_TTL`). Raises ValueError for a TTL
     not above zero or fewer than one bucket per TTL.
 
     ``client`` is shared and stays the caller's: :meth:`aclose` does not close it.

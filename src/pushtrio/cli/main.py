@@ -14,10 +14,10 @@ from collections.abc import Callable, Sequence
 
 import trio
 
-from . import __version__
-from .config import VARIABLES, Settings, effective_environment, load_settings
-from .errors import BackendError, BackendMisconfigured, ConfigError
-from .replay import OUTCOMES, ReplayFilter, parse_since
+from .. import __version__
+from ..config import VARIABLES, Settings, effective_environment, load_settings
+from ..contract.errors import BackendError, BackendMisconfigured, ConfigError
+from ..pipeline.replay import OUTCOMES, ReplayFilter, parse_since
 
 log = logging.getLogger("pushtrio")
 
@@ -76,7 +76,7 @@ async def _watch_signals(stop: trio.Event) -> None:
 
 
 async def _serve(settings: Settings) -> None:
-    from .service import Service
+    from ..service import Service
 
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
@@ -143,7 +143,7 @@ def _cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
-    from .replay_kafka import print_report, run_replay
+    from ..source.kafka.letters import print_report, run_replay
 
     setup_logging(settings.log_level)
     # A failure ends the run with one line saying what could not be read or written;
@@ -183,7 +183,7 @@ def _cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
-    from .events import parse_event_filter
+    from ..sinks.events import parse_event_filter
     from .watch import Tally, WatchError, WatchOptions, run_watch_until_signalled
 
     try:

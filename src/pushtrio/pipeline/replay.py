@@ -13,7 +13,7 @@ cannot be replayed: it is skipped and reported.
 No I/O of its own, and nothing of the sources: :func:`replay_letters` reads a
 :class:`LetterSource` (the Kafka reader of :mod:`.replay_kafka`, or
 :class:`MemoryLetters` for the embedded queue) and writes with a
-:class:`~pushtrio.records.Publisher`. The web layer imports this module.
+:class:`~pushtrio.contract.records.Publisher`. The web layer imports this module.
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ from typing import Any, Final, Protocol
 import orjson
 import trio
 
-from .config import parse_duration
-from .dead_letter import HEADER_PREFIX
-from .errors import BackendError, BrokerUnavailable
-from .model import OutcomeKind
-from .records import ORIGIN_HEADER, Headers, Message, Publisher
+from ..config import parse_duration
+from ..contract.dead_letter import HEADER_PREFIX
+from ..contract.errors import BackendError, BrokerUnavailable
+from ..contract.outcome import OutcomeKind
+from ..contract.records import ORIGIN_HEADER, Headers, Message, Publisher
 
 REPLAYED_FROM: Final = "pushtrio-replayed-from"
 VALUE_DROPPED: Final = "pushtrio-value-dropped"

@@ -27,13 +27,20 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .config import MEMORY_URL
-from .errors import BrokerUnavailable
-from .records import Publisher
-from .replay import CHUNK_SIZE, Letter, MemoryLetters, ReplayFilter, ReplayReport, replay_letters
-from .source.clients import CALL_TIMEOUT_MS, new_reader
-from .source.memory import MemoryBroker
-from .source.publisher import KafkaPublisher
+from ...config import MEMORY_URL
+from ...contract.errors import BrokerUnavailable
+from ...contract.records import Publisher
+from ...pipeline.replay import (
+    CHUNK_SIZE,
+    Letter,
+    MemoryLetters,
+    ReplayFilter,
+    ReplayReport,
+    replay_letters,
+)
+from ..memory import MemoryBroker
+from .clients import CALL_TIMEOUT_MS, new_reader
+from .publisher import KafkaPublisher
 
 STALL_TIMEOUT_S: Final = 30.0
 """A partition that yields nothing for this long, short of its end, fails the replay."""
@@ -55,7 +62,9 @@ def _letter(record: Any) -> Letter:
 
 
 class KafkaLetters:
-    """A :class:`~pushtrio.replay.LetterSource` on Kafka; open it with :func:`open_kafka_letters`.
+    """A :class:`~pushtrio.pipeline.replay.LetterSource` on Kafka.
+
+    Open it with :func:`open_kafka_letters`.
 
     The ``*_blocking`` methods call kafka-python in a worker thread, one at a time
     (a lock makes a close wait for a read abandoned on cancellation). Partitions are

@@ -26,10 +26,15 @@ from collections.abc import Callable, Mapping, Sequence
 
 import trio
 
-from ..device_counts import DeviceCounts
-from ..devices import Device, DeviceRegistry
-from ..errors import BackendError, PermanentProviderError, ProviderError, TransientProviderError
-from ..model import Notification
+from ..contract.errors import (
+    BackendError,
+    PermanentProviderError,
+    ProviderError,
+    TransientProviderError,
+)
+from ..contract.notification import Notification
+from ..contract.outcome import DeviceCounts
+from ..stores.devices import Device, DeviceRegistry
 from .base import Counters, ProviderStats
 from .mock import MockProvider
 from .push import PushClient, TokenResult, TokenState

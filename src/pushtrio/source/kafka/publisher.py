@@ -14,8 +14,8 @@ import trio
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from ..errors import BrokerUnavailable
-from ..records import Message
+from ...contract.errors import BrokerUnavailable
+from ...contract.records import Message
 from .clients import RECONNECT_BACKOFF_MAX_MS
 
 

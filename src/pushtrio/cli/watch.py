@@ -30,7 +30,7 @@ from trio_websocket import (
     wrap_client_stream,
 )
 
-from .errors import PushtrioError
+from ..contract.errors import PushtrioError
 
 FEED_PATH: Final = "/ws/events"
 CONNECT_TIMEOUT_S: Final = 10.0

@@ -4,7 +4,7 @@ A notification names a user; real providers deliver to device tokens. The regist
 keeps, per user, a Redis hash ``devices:<user_id>`` of token -> provider (one key
 per user, so Redis Cluster works), or the same in memory on the embedded backends.
 ``PUT``/``GET``/``DELETE /users/{user_id}/devices/...`` write and read it; the
-delivery (:mod:`pushtrio.providers.devices`) reads it once per batch and removes the
+delivery (:mod:`pushtrio.providers.fanout`) reads it once per batch and removes the
 tokens a provider calls dead.
 """
 
@@ -17,8 +17,7 @@ from typing import Any, Protocol
 import redis
 import trio
 
-from .model import MAX_TOKEN_CHARS, TOKEN_PATTERN
-from .provider_names import PROVIDERS
+from ..contract.notification import MAX_TOKEN_CHARS, PROVIDERS, TOKEN_PATTERN
 from .redis_client import execute_many, raise_first_error, run_redis
 
 MAX_DEVICES_PER_USER = 100

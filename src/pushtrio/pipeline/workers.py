@@ -14,7 +14,7 @@ one dedup look-up, one limiter round trip and one provider call per provider per
 batch (as FCM's batch send and APNs's multiplexed HTTP/2 streams do). Nothing waits
 in memory: a notification that cannot go out now (a transient failure, an open
 circuit breaker, a full rate-limit window with RATE_LIMIT_POLICY=defer) becomes a
-:class:`~pushtrio.schedule.Step`, a write to a delay topic that the source reads
+:class:`~pushtrio.contract.delays.Step`, a write to a delay topic that the source reads
 back when it is due (see :mod:`.scheduler`). Delivered ids are recorded for dedup
 by the worker right after the provider call, which keeps the crash window for a
 second delivery short. The settler takes results in bulk: it writes dead letters
@@ -39,27 +39,25 @@ from typing import Protocol
 
 import trio
 
-from .backend_calls import BackendCalls
-from .dead_letter import dead_letter
-from .dedup import DedupStore
-from .delivery import Answer, first_attempts
-from .errors import InvalidNotification
-from .limiter import Limiter
-from .model import (
+from ..contract.dead_letter import dead_letter
+from ..contract.delays import Step, steps_by_topic, waiting
+from ..contract.errors import InvalidNotification
+from ..contract.notification import (
     Notification,
-    Outcome,
-    OutcomeKind,
     fallback_id,
-    outcome_of,
     parse_notification,
     peek_id,
     peek_user_id,
 )
-from .providers.base import Provider
-from .providers.breaker import BreakerState, CircuitBreaker
-from .records import Batch, Publisher, Record, origin
-from .schedule import Step, steps_by_topic, waiting
-from .scheduler import Scheduler
+from ..contract.outcome import Outcome, OutcomeKind
+from ..contract.records import Batch, Publisher, Record, origin
+from ..providers.base import Provider
+from ..stores.dedup import DedupStore
+from ..stores.limiter import Limiter
+from .attempt import Answer, first_attempts
+from .backend_calls import BackendCalls
+from .breaker import BreakerState, CircuitBreaker
+from .policy import Scheduler, outcome_of
 
 log = logging.getLogger(__name__)
 

@@ -29,15 +29,15 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from ..errors import BackendError
-from ..records import Record
+from ...contract.errors import BackendError
+from ...contract.records import Record
+from ..tracker import OffsetTracker
 from .clients import CALL_TIMEOUT_MS, new_consumer
+from .errors import DECODE_ERRORS, StuckPartitions, describe
 from .fetcher_fix import release_parked
 from .held import HeldRecords
-from .kafka_errors import DECODE_ERRORS, StuckPartitions, describe
 from .membership import Membership
 from .monitor import GroupMonitor
-from .tracker import OffsetTracker
 
 log = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ or deferring began, and where the notification was first read.
 from __future__ import annotations
 
 import enum
+import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +28,6 @@ from typing import Any
 
 import orjson
 
-from .delivery import backoff_delay_s
 from .records import ORIGIN_HEADER, Headers, Message, Record, origin
 
 ATTEMPTS_HEADER = "pushtrio-attempts"
@@ -37,6 +37,28 @@ REASON_HEADER = "pushtrio-reason"
 PARKED_HEADER = "pushtrio-parked-since"
 DEFERRED_HEADER = "pushtrio-deferred-since"
 _OWN_HEADERS = (ATTEMPTS_HEADER, DUE_HEADER, REASON_HEADER, ORIGIN_HEADER)
+
+
+MAX_BACKOFF_S = 30.0
+"""Upper bound of one backoff delay before jitter, however many retries came before."""
+
+_unseeded = random.Random()
+
+
+def backoff_delay_s(retry: int, retry_delay_s: float, rng: random.Random | None = None) -> float:
+    """The wait before retry number ``retry`` (1 for the first retry).
+
+    Exponential with "equal jitter": the base ``retry_delay_s * 2**(retry - 1)``,
+    capped at :data:`MAX_BACKOFF_S`, is scaled by a uniform factor in [0.5, 1.0].
+    Half the base is kept so that a retry never comes right back at a provider
+    that just failed; the random half spreads the retries of many workers that
+    failed together (for instance on a 503 burst) so they do not return in lockstep.
+    """
+    if retry < 1:
+        raise ValueError(f"retry counts from 1, not {retry}")
+    # Clamp the exponent so that hundreds of retries cannot overflow the float.
+    base_s = min(retry_delay_s * 2.0 ** min(retry - 1, 64), MAX_BACKOFF_S)
+    return base_s * (rng if rng is not None else _unseeded).uniform(0.5, 1.0)
 
 
 class StepKind(enum.StrEnum):

@@ -21,7 +21,7 @@ from typing import BinaryIO
 
 import orjson
 
-from .model import Outcome, OutcomeKind
+from ..contract.outcome import Outcome, OutcomeKind
 
 log = logging.getLogger("pushtrio.outcomes")
 

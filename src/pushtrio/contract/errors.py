@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .device_counts import DeviceCounts
+    from .outcome import DeviceCounts
 
 
 class PushtrioError(Exception):

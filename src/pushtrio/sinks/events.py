@@ -30,8 +30,8 @@ from typing import Any, Final, Protocol
 
 import trio
 
-from .model import OutcomeKind
-from .schedule import StepKind
+from ..contract.delays import StepKind
+from ..contract.outcome import OutcomeKind
 
 __all__ = [
     "DEFAULT_CAPACITY",

@@ -36,9 +36,9 @@ from prometheus_client.core import (
     SummaryMetricFamily,
 )
 
-from .model import Outcome, OutcomeKind
-from .providers.breaker import BreakerState
-from .schedule import Step, StepKind
+from ..contract.delays import Step, StepKind
+from ..contract.outcome import Outcome, OutcomeKind
+from ..pipeline.breaker import BreakerState
 
 BREAKER_STATES: Final = tuple(state.value for state in BreakerState)
 

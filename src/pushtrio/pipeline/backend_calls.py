@@ -15,9 +15,9 @@ from typing import TypeVar
 
 import trio
 
-from .errors import BackendError, BackendMisconfigured
+from ..contract.errors import BackendError, BackendMisconfigured
 
-log = logging.getLogger("pushtrio.pipeline")
+log = logging.getLogger("pushtrio.pipeline.workers")
 
 T = TypeVar("T")
 BACKOFF_MAX_S = 5.0

@@ -1,8 +1,8 @@
 """What happens to a notification that cannot go out now: a delay topic, or its end.
 
 The pipeline asks :class:`Scheduler` three questions; each answer is either a
-:class:`~pushtrio.schedule.Step` (write the record to a delay topic, settle it, and
-take it up again when due) or the notification's final :class:`~pushtrio.model.Outcome`:
+:class:`~pushtrio.contract.delays.Step` (write the record to a delay topic, settle it, and
+take it up again when due) or the notification's final :class:`~pushtrio.contract.outcome.Outcome`:
 
 * :meth:`Scheduler.after_failure`: a transient failure of attempt n goes to retry
   tier n while attempts remain, else it is ``failed``;
@@ -20,11 +20,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .device_counts import DeviceCounts
-from .model import Notification, Outcome, OutcomeKind, outcome_of
-from .providers.breaker import CircuitBreaker
-from .records import Record
-from .schedule import DelayTopics, Step, StepKind, delayed, now_ms, waiting
+from ..contract.delays import DelayTopics, Step, StepKind, delayed, now_ms, waiting
+from ..contract.notification import Notification
+from ..contract.outcome import DeviceCounts, Outcome, OutcomeKind
+from ..contract.records import Record
+from .breaker import CircuitBreaker
 
 MAX_RETRY_AFTER_S = 300.0
 """Longest Retry-After of a provider that is honoured (a longer one is cut to this)."""
@@ -210,3 +210,31 @@ class _Move:
             ts=time.time(),
             partition=record.partition,
         )
+
+
+def outcome_of(
+    kind: OutcomeKind,
+    notification: Notification,
+    record: Record,
+    *,
+    attempts: int = 0,
+    error: str = "",
+    started: float | None = None,
+    devices: DeviceCounts | None = None,
+) -> Outcome:
+    """The outcome of ``notification`` read in ``record``; latency since ``started``
+    (``time.monotonic()``), when given."""
+    return Outcome(
+        kind,
+        notification.id,
+        user_id=notification.user_id,
+        provider=notification.provider,
+        priority=notification.priority,
+        attempts=attempts,
+        latency_ms=0.0 if started is None else (time.monotonic() - started) * 1000,
+        error=error,
+        ts=time.time(),
+        partition=record.partition,
+        offset=record.offset,
+        devices=devices,
+    )

@@ -31,7 +31,7 @@ from kafka.admin import KafkaAdminClient, OffsetSpec
 from kafka.errors import KafkaError
 
 from .clients import RECONNECT_BACKOFF_MAX_MS
-from .kafka_errors import describe
+from .errors import describe
 from .topics import ensure_topics, stray_tiers
 
 log = logging.getLogger(__name__)

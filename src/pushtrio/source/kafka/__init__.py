@@ -1,0 +1,8 @@
+"""Everything pushtrio does with kafka-python, in one place.
+
+``reader`` (the consumer thread), ``publisher`` (records written), ``letters``
+(the dead-letter reader), ``clients`` and ``topics`` (how clients and topics are
+made), ``errors`` (kafka-python's errors made readable) and the work-arounds owed
+to kafka-python 3.0's behaviour: ``fetcher_fix``, ``membership``, ``monitor``,
+``assignor`` and ``held``; each module's docstring says why it exists.
+"""
