@@ -11,7 +11,7 @@ import pytest
 import yaml  # type: ignore[import-untyped, unused-ignore]
 
 from pushtrio.config import ENVIRONMENT_VARIABLES
-from pushtrio.web.openapi import openapi_document
+from tests.web.conftest import openapi_document
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -103,23 +103,21 @@ async def test_replay_restores_each_record_and_reads_only_up_to_the_start_end(
 
     assert (report.scanned, report.replayed, report.skipped) == (6, 5, 1)
     # Partition by partition, in offset order.
-    assert [(x["partition"], x["offset"]) for x in report.letters] == [
+    assert [(x.partition, x.offset) for x in report.letters] == [
         (0, 0),
         (0, 1),
         (0, 2),
         (1, 0),
         (1, 2),
     ]
-    assert [(x["partition"], x["offset"], x["id"]) for x in report.skipped_letters] == [
-        (1, 1, "n-3")
-    ]
+    assert [(x.partition, x.offset, x.id) for x in report.skipped_letters] == [(1, 1, "n-3")]
     written = await trio.to_thread.run_sync(read_all, kafka_bootstrap, topic, 5)
     assert len(written) == 5
     by_letter = {tuple(replayed_from(r.headers)): r for r in written}
-    assert set(by_letter) == {(dlq, x["partition"], x["offset"]) for x in report.letters}
+    assert set(by_letter) == {(dlq, x.partition, x.offset) for x in report.letters}
     for x in report.letters:
-        source = records[int(x["id"].removeprefix("n-"))]
-        again = by_letter[(dlq, x["partition"], x["offset"])]
+        source = records[int(x.id.removeprefix("n-"))]
+        again = by_letter[(dlq, x.partition, x.offset)]
         assert (again.key, again.value) == (source.key, source.value)
         ours = (REPLAYED_FROM, ORIGIN_HEADER)
         assert [h for h in again.headers if h[0] not in ours] == list(source.headers)
@@ -144,9 +142,7 @@ async def test_since_starts_at_the_time_and_a_limit_takes_what_its_dry_run_showe
             real = await replay_letters(letters, publisher, topic, since)
     finally:
         await publisher.aclose()
-    assert (
-        [x["id"] for x in dry.letters] == [x["id"] for x in real.letters] == ["n-4", "n-5", "n-6"]
-    )
+    assert [x.id for x in dry.letters] == [x.id for x in real.letters] == ["n-4", "n-5", "n-6"]
     assert (dry.replayed, real.replayed, real.scanned) == (3, 3, 3)
     written = await trio.to_thread.run_sync(read_all, kafka_bootstrap, topic, 3)
     assert sorted(replayed_from(r.headers)[2] for r in written) == [4, 5, 6]

@@ -11,12 +11,12 @@ import pytest
 
 from pushtrio.contract.errors import InvalidNotification, NotificationTooLarge
 from pushtrio.contract.notification import (
-    MAX_TOKEN_CHARS,
     MAX_TOKENS,
     Notification,
     parse_notification,
     provider_for,
 )
+from pushtrio.contract.schema import MAX_TOKEN_CHARS
 from pushtrio.stores.devices import (
     MAX_DEVICES_PER_USER,
     Device,

@@ -6,6 +6,7 @@ import io
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+import msgspec
 import orjson
 import pytest
 
@@ -156,13 +157,13 @@ def test_a_letter_whose_value_was_left_out_says_so() -> None:
     big = record(5, value=b"x" * (DEAD_LETTER_MAX_VALUE_BYTES + 1))
     letter = letter_of(big)
     assert letter.dropped
-    assert letter.summary()["dropped_bytes"] == DEAD_LETTER_MAX_VALUE_BYTES + 1
+    assert letter.summary().dropped_bytes == DEAD_LETTER_MAX_VALUE_BYTES + 1
     assert not letter_of(record(6)).dropped
 
 
 def test_the_summary_of_a_letter() -> None:
     letter = letter_of(record(8), offset=11, timestamp_ms=1_893_456_000_250)
-    assert letter.summary() == {
+    assert msgspec.to_builtins(letter.summary()) == {
         "partition": 0,
         "offset": 11,
         "time": "2030-01-01T00:00:00.250Z",
@@ -215,8 +216,8 @@ async def test_replay_writes_the_chosen_letters_and_reports_the_skipped() -> Non
         [DLQ, 0, offset] for offset in (0, 1, 2, 4, 6)
     ]
     assert (report.scanned, report.replayed, report.skipped) == (7, 5, 1)
-    assert [x["offset"] for x in report.letters] == [0, 1, 2, 4, 6]
-    assert [x["offset"] for x in report.skipped_letters] == [5]
+    assert [x.offset for x in report.letters] == [0, 1, 2, 4, 6]
+    assert [x.offset for x in report.skipped_letters] == [5]
     assert seen == [(3, 7), (6, 7), (7, 7)]
     document = report.to_json()
     assert document["matched"] == 6
@@ -230,7 +231,7 @@ async def test_a_dry_run_writes_nothing_and_lists_what_it_would_replay() -> None
     assert broker.log(TOPIC) == []
     assert report.dry_run
     assert report.replayed == 4
-    assert [x["id"] for x in report.letters] == ["id-0", "id-1", "id-2", "id-3"]
+    assert [x.id for x in report.letters] == ["id-0", "id-1", "id-2", "id-3"]
 
 
 async def test_the_limit_stops_the_replay_and_skipped_letters_do_not_count() -> None:
@@ -241,7 +242,7 @@ async def test_the_limit_stops_the_replay_and_skipped_letters_do_not_count() -> 
     report = await replay_letters(stored(letters), broker, TOPIC, ReplayFilter(limit=4))
     assert len(broker.log(TOPIC)) == 4
     assert (report.replayed, report.skipped, report.scanned) == (4, 1, 5)
-    assert [x["offset"] for x in report.letters] == [1, 2, 3, 4]
+    assert [x.offset for x in report.letters] == [1, 2, 3, 4]
 
 
 async def test_a_report_lists_only_the_first_letters() -> None:
@@ -252,7 +253,7 @@ async def test_a_report_lists_only_the_first_letters() -> None:
     )
     assert report.replayed == n
     assert len(report.letters) == LISTED_MAX
-    assert report.letters[0]["offset"] == 100
+    assert report.letters[0].offset == 100
 
 
 class FailingPublisher(MemoryBroker):

@@ -182,3 +182,12 @@ async def open_feed(
 
 def notification(user_id: str, **fields: Any) -> dict[str, Any]:
     return {"user_id": user_id, "title": "Hello", "body": "from the tests", **fields}
+
+
+def openapi_document(*, secured: bool = False) -> dict[str, Any]:
+    """The document an app serves at /openapi.json (bearer security when ``secured``)."""
+    from pushtrio.web.app import create_app
+    from pushtrio.web.schema import openapi_document as served
+
+    settings = web_settings(admin_token=TOKEN) if secured else web_settings()
+    return served(create_app(make_handles(settings)))

@@ -18,7 +18,7 @@ import pytest
 import trio
 
 from pushtrio.contract.errors import BackendError
-from pushtrio.contract.notification import MAX_TOKEN_CHARS
+from pushtrio.contract.schema import MAX_TOKEN_CHARS
 from pushtrio.stores.devices import MAX_DEVICES_PER_USER, Device, DeviceRegistry, MemoryDevices
 from pushtrio.web.server import serve_web
 

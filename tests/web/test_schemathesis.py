@@ -25,9 +25,7 @@ import trio
 from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 
-from pushtrio.web.openapi import openapi_document
-
-from .conftest import TOKEN, web_settings
+from .conftest import TOKEN, openapi_document, web_settings
 
 MAX_EXAMPLES = 25
 """Generated requests per operation and phase; the module's tests take about 25 s."""

@@ -1,57 +1,127 @@
-"""Notifications: the message contract, its parsing and validation.
+"""Notifications: the message contract, declared once, decoded and checked in one pass.
 
-No I/O here. :func:`parse_notification` turns the bytes of one Kafka record (or
-one ``POST /send`` body) into a :class:`Notification` or raises
+No I/O here. :class:`NotificationDocument` is the wire format of a Kafka record and
+of a ``POST /send`` body alike: msgspec decodes and checks a record against it in C
+(types, lengths, patterns, ranges), and ``/openapi.json`` documents it from the same
+declaration. :func:`parse_notification` then applies the few rules a schema cannot
+say (title or body, the size of ``data``, tokens need a provider) and returns the
+:class:`Notification` the pipeline works with, or raises
 :class:`~pushtrio.contract.errors.InvalidNotification` naming the reason and the field.
 
 Types are strict: a string is never taken for a number or a timestamp, a number
-never for a string. The size limits below are the only ones; README documents them.
+never for a string; ``2.0`` is the priority 2 (JSON has one number type) while
+``1.5``, ``"2"`` and ``true`` are refused. ``null`` is the same as an absent field.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, Final, Literal
 
+import msgspec
 import orjson
 
 from .errors import InvalidNotification, NotificationTooLarge
+from .schema import (
+    MAX_ID_CHARS,
+    MAX_USER_ID_CHARS,
+    USER_ID_RULE,
+    Timestamp,
+    Token,
+    UserId,
+    invalid,
+    text,
+)
 
-MAX_RECORD_BYTES = 64 * 1024
+MAX_RECORD_BYTES: Final = 64 * 1024
 """Largest accepted record or request body, in bytes."""
-MAX_ID_CHARS = 128
-MAX_USER_ID_CHARS = 128
-MAX_TYPE_CHARS = 64
-MAX_TITLE_CHARS = 256
-MAX_BODY_CHARS = 4096
-MAX_DATA_BYTES = 8 * 1024
+MAX_TYPE_CHARS: Final = 64
+MAX_TITLE_CHARS: Final = 256
+MAX_BODY_CHARS: Final = 4096
+MAX_DATA_BYTES: Final = 8 * 1024
 """Largest ``data`` object, measured as compact JSON."""
-MAX_TOKENS = 100
+MAX_TOKENS: Final = 100
 """Most device tokens one notification may name explicitly."""
-MAX_TOKEN_CHARS = 512
-"""Longest device token (FCM tokens are about 160 characters, APNs tokens 64)."""
-TOKEN_PATTERN = re.compile(rf"[A-Za-z0-9_.:\-]{{1,{MAX_TOKEN_CHARS}}}")
-"""FCM registration tokens and APNs device tokens (hex) both fit."""
 
-PROVIDERS = ("fcm", "apns", "firebase")
+PROVIDERS: Final = ("fcm", "apns", "firebase")
 """Every provider a notification may name, in the order ``/health`` and ``/metrics`` list them."""
 
-USER_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:@\-]{1,128}")
+ProviderName = Literal["fcm", "apns", "firebase"]
+Priority = (
+    Annotated[int, msgspec.Meta(ge=0, le=3)]
+    | Annotated[float, msgspec.Meta(ge=0, le=3, multiple_of=1)]
+)
+"""0 (lowest) to 3; a whole number written with a fraction (``2.0``) is accepted."""
 
 
-@dataclass(frozen=True, slots=True)
-class Notification:
+class NotificationDocument(msgspec.Struct, kw_only=True):
+    """One notification as a producer writes it (a Kafka record, a ``POST /send`` body)."""
+
+    user_id: UserId
+    id: Annotated[str, text(MAX_ID_CHARS)] | None = None
+    """Its own id (dedup key); absent: the record's fallback id (or a new one for /send)."""
+    type: Annotated[str, text(MAX_TYPE_CHARS)] | None = None
+    title: Annotated[str, text(MAX_TITLE_CHARS, "title or body is required")] | None = None
+    body: Annotated[str, text(MAX_BODY_CHARS, "title or body is required")] | None = None
+    data: dict[str, Any] | None = None
+    priority: Priority | None = None
+    created_at: Timestamp | None = None
+    expires_at: Timestamp | None = None
+    provider: ProviderName | Literal[""] | None = None
+    """Absent or empty: the user's devices of any provider (mock: a stable pick per user)."""
+    tokens: Annotated[list[Token], msgspec.Meta(max_length=MAX_TOKENS)] | None = None
+    """Device tokens of ``provider`` to send to instead of the user's registered devices."""
+
+
+SCHEMA_RULES: Final = {
+    "": "a notification must be a JSON object",
+    "anyOf": [
+        {"required": ["title"], "properties": {"title": {"type": "string", "minLength": 1}}},
+        {"required": ["body"], "properties": {"body": {"type": "string", "minLength": 1}}},
+    ],
+    "dependentSchemas": {
+        "tokens": {
+            "anyOf": [
+                {"properties": {"tokens": {"type": "null"}}},
+                {"properties": {"tokens": {"maxItems": 0}}},
+                {"required": ["provider"], "properties": {"provider": {"enum": list(PROVIDERS)}}},
+            ]
+        }
+    },
+    "description": "At least one of title and body (non-empty); tokens need a provider. "
+    f"null means absent. Unknown fields are ignored; at most {MAX_RECORD_BYTES} bytes, "
+    f"data at most {MAX_DATA_BYTES} bytes as compact JSON.",
+}
+"""The rules of :func:`checked` as JSON Schema, for ``/openapi.json`` (a struct's
+fields cannot say them)."""
+
+RULES: Final = {
+    "": "a notification must be a JSON object",
+    "user_id": USER_ID_RULE,
+    "priority": "priority must be an integer from 0 to 3",
+    "provider": f"provider must be one of {', '.join(PROVIDERS)}",
+    "created_at": "created_at must be an RFC 3339 timestamp with a zone",
+    "expires_at": "expires_at must be an RFC 3339 timestamp with a zone",
+    "data": "data must be an object",
+    "tokens": "tokens must be a list of tokens of letters, digits and _.:-",
+}
+"""The reason given for a field that breaks its declared type (README lists them)."""
+
+_decode = msgspec.json.Decoder(NotificationDocument).decode
+
+
+class Notification(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """A checked notification: what the pipeline, the limiter and the providers see."""
+
     id: str
     user_id: str
     type: str = "push"
     title: str = ""
     body: str = ""
-    data: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
     priority: int = 1
     created_at: datetime | None = None
     expires_at: datetime | None = None
@@ -67,6 +137,7 @@ class Notification:
         return self.expires_at is not None and self.expires_at <= now
 
     def to_json(self) -> bytes:
+        """The notification as a record value (the wire format, times in UTC)."""
         document: dict[str, Any] = {
             "id": self.id,
             "user_id": self.user_id,
@@ -86,6 +157,85 @@ class Notification:
         return orjson.dumps(document)
 
 
+def parse_notification(
+    raw: bytes | None, *, default_id: str | Callable[[], str] | None = None
+) -> Notification:
+    """Decode and check one record value (or request body).
+
+    ``default_id`` (or what it returns, when a callable) is used when the message
+    has no ``id`` (see :func:`fallback_id`).
+    Raises InvalidNotification (or NotificationTooLarge) with the reason and field.
+    """
+    if raw is None:
+        raise InvalidNotification("empty record")
+    if len(raw) > MAX_RECORD_BYTES:
+        raise NotificationTooLarge(f"record is larger than {MAX_RECORD_BYTES} bytes")
+    try:
+        document = _decode(raw)
+    except msgspec.ValidationError as exc:
+        raise invalid(exc, RULES) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidNotification(f"not valid JSON: {exc}") from None
+    return checked(document, default_id)
+
+
+def checked(
+    document: NotificationDocument, default_id: str | Callable[[], str] | None = None
+) -> Notification:
+    """The rules no schema says, applied to a decoded ``document``."""
+    message_id = document.id
+    if not message_id and default_id is not None:
+        message_id = default_id if isinstance(default_id, str) else default_id()
+    if not message_id:
+        raise InvalidNotification("id is required here", "id")
+    if not document.title and not document.body:
+        raise InvalidNotification("title or body is required", "title")
+    data = document.data or {}
+    if data:
+        try:
+            size = len(orjson.dumps(data))
+        except TypeError:
+            # An integer beyond 64 bits: read as a float, as every JSON reader downstream
+            # (orjson in the providers) would.
+            data = orjson.loads(msgspec.json.encode(data))
+            size = len(orjson.dumps(data))
+        if size > MAX_DATA_BYTES:
+            raise NotificationTooLarge(f"data is larger than {MAX_DATA_BYTES} bytes", "data")
+    provider = document.provider
+    tokens: tuple[str, ...] = ()
+    if document.tokens:
+        if not provider:
+            raise InvalidNotification(
+                "tokens need a provider: name the one they belong to", "tokens"
+            )
+        tokens = tuple(dict.fromkeys(document.tokens))  # in order, each once
+    priority = document.priority
+    return Notification(
+        id=message_id,
+        user_id=document.user_id,
+        type=document.type or "push",
+        title=document.title or "",
+        body=document.body or "",
+        data=data,
+        priority=1 if priority is None else int(priority),
+        created_at=_in_utc_range(document.created_at, "created_at"),
+        expires_at=_in_utc_range(document.expires_at, "expires_at"),
+        provider=provider or provider_for(document.user_id),
+        tokens=tokens,
+        any_provider=not provider,
+    )
+
+
+def _in_utc_range(moment: datetime | None, name: str) -> datetime | None:
+    """``moment``, if it has a UTC equivalent (0001-01-01T00:30+01:00 has none)."""
+    if moment is not None:
+        try:
+            moment.astimezone(UTC)
+        except OverflowError:
+            raise InvalidNotification(f"{name} is not a valid date and time", name) from None
+    return moment
+
+
 def format_time(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
@@ -101,133 +251,6 @@ def provider_for(user_id: str) -> str:
     """The provider a user is routed to when the message names none (stable)."""
     digest = hashlib.blake2b(user_id.encode(), digest_size=4).digest()
     return PROVIDERS[int.from_bytes(digest, "big") % len(PROVIDERS)]
-
-
-def _string(document: dict[str, Any], name: str, limit: int, default: str = "") -> str:
-    value = document.get(name, default)
-    if value is None:
-        return default
-    if not isinstance(value, str):
-        raise InvalidNotification(f"{name} must be a string", name)
-    if len(value) > limit:
-        raise NotificationTooLarge(f"{name} is longer than {limit} characters", name)
-    return value
-
-
-def _time(document: dict[str, Any], name: str) -> datetime | None:
-    value = document.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise InvalidNotification(f"{name} must be an RFC 3339 string", name)
-    if not re.fullmatch(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)", value):
-        raise InvalidNotification(f"{name} must be an RFC 3339 timestamp with a zone", name)
-    try:
-        moment = datetime.fromisoformat(value.replace("z", "Z"))
-        moment.astimezone(UTC)  # 0001-01-01T00:30+01:00 has no UTC equivalent
-    except (ValueError, OverflowError):
-        raise InvalidNotification(f"{name} is not a valid date and time", name) from None
-    return moment
-
-
-def _priority(document: dict[str, Any]) -> int:
-    value = document.get("priority", 1)
-    if value is None:
-        return 1
-    if isinstance(value, float) and value.is_integer():
-        # JSON has one number type: 2.0 is the integer 2 (as JSON Schema says), while
-        # 1.5, "2" and true are still refused.
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidNotification("priority must be an integer from 0 to 3", "priority")
-    if not 0 <= value <= 3:
-        raise InvalidNotification("priority must be from 0 to 3", "priority")
-    return value
-
-
-def validate_document(
-    document: object, *, default_id: str | Callable[[], str] | None = None
-) -> Notification:
-    """Check one decoded JSON value against the message contract."""
-    if not isinstance(document, dict):
-        raise InvalidNotification("a notification must be a JSON object")
-    user_id = document.get("user_id")
-    if user_id is None:
-        raise InvalidNotification("user_id is required", "user_id")
-    if not isinstance(user_id, str):
-        raise InvalidNotification("user_id must be a string", "user_id")
-    if not USER_ID_PATTERN.fullmatch(user_id):
-        raise InvalidNotification("user_id must be 1-128 letters, digits or _.:@-", "user_id")
-    message_id = _string(document, "id", MAX_ID_CHARS)
-    if not message_id and default_id is not None:
-        message_id = default_id if isinstance(default_id, str) else default_id()
-    if not message_id:
-        raise InvalidNotification("id is required here", "id")
-    title = _string(document, "title", MAX_TITLE_CHARS)
-    body = _string(document, "body", MAX_BODY_CHARS)
-    if not title and not body:
-        raise InvalidNotification("title or body is required", "title")
-    data = document.get("data", {})
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise InvalidNotification("data must be an object", "data")
-    if data and len(orjson.dumps(data)) > MAX_DATA_BYTES:
-        raise NotificationTooLarge(f"data is larger than {MAX_DATA_BYTES} bytes", "data")
-    provider = document.get("provider")
-    if provider is not None and provider != "" and provider not in PROVIDERS:
-        raise InvalidNotification(f"provider must be one of {', '.join(PROVIDERS)}", "provider")
-    return Notification(
-        id=message_id,
-        user_id=user_id,
-        type=_string(document, "type", MAX_TYPE_CHARS, "push") or "push",
-        title=title,
-        body=body,
-        data=data,
-        priority=_priority(document),
-        created_at=_time(document, "created_at"),
-        expires_at=_time(document, "expires_at"),
-        provider=provider or provider_for(user_id),
-        tokens=_tokens(document, named_provider=bool(provider)),
-        any_provider=not provider,
-    )
-
-
-def _tokens(document: dict[str, Any], *, named_provider: bool) -> tuple[str, ...]:
-    value = document.get("tokens")
-    if value is None:
-        return ()
-    if not isinstance(value, list) or not all(isinstance(t, str) and t for t in value):
-        raise InvalidNotification("tokens must be a list of non-empty strings", "tokens")
-    if len(value) > MAX_TOKENS:
-        raise NotificationTooLarge(f"tokens holds more than {MAX_TOKENS} tokens", "tokens")
-    if any(len(t) > MAX_TOKEN_CHARS for t in value):
-        raise NotificationTooLarge(f"a token is longer than {MAX_TOKEN_CHARS} characters", "tokens")
-    if not all(TOKEN_PATTERN.fullmatch(t) for t in value):
-        raise InvalidNotification("a token may hold only letters, digits and _.:-", "tokens")
-    if value and not named_provider:
-        raise InvalidNotification("tokens need a provider: name the one they belong to", "tokens")
-    return tuple(dict.fromkeys(value))  # in order, each once
-
-
-def parse_notification(
-    raw: bytes | None, *, default_id: str | Callable[[], str] | None = None
-) -> Notification:
-    """Decode and validate one record value.
-
-    ``default_id`` (or what it returns, when a callable) is used when the message
-    has no ``id`` (see :func:`fallback_id`).
-    Raises InvalidNotification (or NotificationTooLarge) with the reason and field.
-    """
-    if raw is None:
-        raise InvalidNotification("empty record")
-    if len(raw) > MAX_RECORD_BYTES:
-        raise NotificationTooLarge(f"record is larger than {MAX_RECORD_BYTES} bytes")
-    try:
-        document = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidNotification(f"not valid JSON: {exc}") from None
-    return validate_document(document, default_id=default_id)
 
 
 def _peek(raw: bytes | None, name: str, limit: int) -> str:

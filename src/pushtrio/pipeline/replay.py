@@ -25,14 +25,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
 
+import msgspec
 import orjson
 import trio
 
 from ..config import parse_duration
+from ..contract.api import DURATION_PATTERN, DeadLetterView, ReplayReportBody
 from ..contract.dead_letter import HEADER_PREFIX
 from ..contract.errors import BackendError, BrokerUnavailable
 from ..contract.outcome import OutcomeKind
 from ..contract.records import ORIGIN_HEADER, Headers, Message, Publisher
+from ..contract.schema import Timestamp
 
 REPLAYED_FROM: Final = "pushtrio-replayed-from"
 VALUE_DROPPED: Final = "pushtrio-value-dropped"
@@ -43,13 +46,6 @@ LISTED_MAX: Final = 1000
 CHUNK_SIZE: Final = 500
 """Letters read, and written back, at once."""
 
-DURATION_PATTERN: Final = r"[0-9]+(\.[0-9]+)?|([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+"
-"""``since`` as a duration ago: plain seconds or Go style (``30m``, ``1h30m``)."""
-TIME_PATTERN: Final = (
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?"
-    r"([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])"
-)
-"""``since`` as an RFC 3339 time with a zone (the date is checked on parsing)."""
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -65,11 +61,12 @@ def parse_since(text: str, now_ms: int) -> int:
             seconds = math.inf
         # Longer ago than the Unix epoch is simply everything.
         return now_ms - round(min(seconds * 1000, now_ms))
-    if re.fullmatch(TIME_PATTERN, text):
-        try:
-            moment = datetime.fromisoformat(text.replace("z", "Z"))
-        except ValueError:
+    try:
+        moment = msgspec.convert(text, Timestamp)
+    except msgspec.ValidationError:
+        if re.match(r"[0-9]{4}-", text):
             raise ValueError(f"{text!r} is not a valid date and time") from None
+    else:
         # A difference of aware datetimes: no overflow at the ends of the calendar.
         return (moment - _EPOCH) // timedelta(milliseconds=1)
     raise ValueError(
@@ -131,22 +128,22 @@ class Letter:
             headers.append((ORIGIN_HEADER, first.encode()))
         return self.key, self.value, headers
 
-    def summary(self) -> dict[str, Any]:
-        """The letter as a report lists it (JSON)."""
+    def summary(self) -> DeadLetterView:
+        """The letter as a report lists it."""
         attempts = self.header("pushtrio-attempts")
-        document: dict[str, Any] = {
-            "partition": self.partition,
-            "offset": self.offset,
-            "time": format_ms(self.timestamp_ms),
-            "outcome": self.outcome,
-            "id": self.id,
-            "reason": self.reason,
-            "attempts": int(attempts) if attempts.isdigit() else None,
-        }
+        view = DeadLetterView(
+            partition=self.partition,
+            offset=self.offset,
+            time=format_ms(self.timestamp_ms),
+            outcome=self.outcome,
+            id=self.id,
+            reason=self.reason,
+            attempts=int(attempts) if attempts.isdigit() else None,
+        )
         if self.dropped:
             size = self.header(VALUE_DROPPED)
-            document["dropped_bytes"] = int(size) if size.isdigit() else None
-        return document
+            view.dropped_bytes = int(size) if size.isdigit() else None
+        return view
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,22 +186,27 @@ class ReplayReport:
     """Letters written back to the topic (dry: that would be)."""
     skipped: int = 0
     """Letters that match but cannot be replayed (value left out)."""
-    letters: list[dict[str, Any]] = field(default_factory=list)
+    letters: list[DeadLetterView] = field(default_factory=list)
     """:meth:`Letter.summary` of the letters replayed (kept without their values)."""
-    skipped_letters: list[dict[str, Any]] = field(default_factory=list)
+    skipped_letters: list[DeadLetterView] = field(default_factory=list)
+
+    def view(self) -> ReplayReportBody:
+        """The report as ``POST /dlq/replay`` answers it."""
+        return ReplayReportBody(
+            dry_run=self.dry_run,
+            dlq_topic=self.dlq_topic,
+            topic=self.topic,
+            scanned=self.scanned,
+            matched=self.replayed + self.skipped,
+            replayed=self.replayed,
+            skipped=self.skipped,
+            letters=self.letters,
+            skipped_letters=self.skipped_letters,
+        )
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "dry_run": self.dry_run,
-            "dlq_topic": self.dlq_topic,
-            "topic": self.topic,
-            "scanned": self.scanned,
-            "matched": self.replayed + self.skipped,
-            "replayed": self.replayed,
-            "skipped": self.skipped,
-            "letters": self.letters,
-            "skipped_letters": self.skipped_letters,
-        }
+        """The report as plain JSON values."""
+        return msgspec.to_builtins(self.view())  # type: ignore[no-any-return]
 
     def take(self, chunk: Sequence[Letter], chosen: ReplayFilter) -> list[Letter]:
         """The letters of ``chunk`` to replay, counting what is read and skipped."""

@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final, Protocol
 
+import msgspec
 from prometheus_client import (
     CollectorRegistry,
     GCCollector,
@@ -36,6 +37,7 @@ from prometheus_client.core import (
     SummaryMetricFamily,
 )
 
+from ..contract.api import BreakerCount, LatencyView, MetricsSnapshot, ProviderCount
 from ..contract.delays import Step, StepKind
 from ..contract.outcome import Outcome, OutcomeKind
 from ..pipeline.breaker import BreakerState
@@ -89,7 +91,7 @@ def _zero() -> int:
 class MetricsView(Protocol):
     """What the web layer may do with the metrics: read them."""
 
-    def snapshot(self) -> dict[str, Any]: ...
+    def view(self) -> MetricsSnapshot: ...
 
     def prometheus_text(self) -> bytes: ...
 
@@ -263,39 +265,43 @@ class Metrics:
         return summary
 
     def snapshot(self) -> dict[str, Any]:
-        """The JSON document of ``GET /metrics``.
+        """The JSON document of ``GET /metrics`` (:meth:`view` as plain values)."""
+        return msgspec.to_builtins(self.view())  # type: ignore[no-any-return]
+
+    def view(self) -> MetricsSnapshot:
+        """The figures of ``GET /metrics``.
 
         Calls the bound gauge callables; their exceptions propagate.
         """
         counts = self._counts
-        return {
-            "processed_messages": self.processed,
-            "delivered_messages": counts[OutcomeKind.DELIVERED],
-            "failed_messages": counts[OutcomeKind.FAILED],
-            "invalid_messages": counts[OutcomeKind.INVALID],
-            "rate_limited_messages": counts[OutcomeKind.RATE_LIMITED],
-            "expired_messages": counts[OutcomeKind.EXPIRED],
-            "duplicate_messages": counts[OutcomeKind.DUPLICATE],
-            "retried_attempts": self._retries,
-            "retry_scheduled_messages": self._steps[StepKind.RETRY_SCHEDULED],
-            "parked_messages": self._steps[StepKind.PARKED],
-            "deferred_messages": self._steps[StepKind.DEFERRED],
-            "pruned_tokens": self._pruned,
-            "breakers": {
-                name: {"state": state, "transitions": transitions}
+        return MetricsSnapshot(
+            processed_messages=self.processed,
+            delivered_messages=counts[OutcomeKind.DELIVERED],
+            failed_messages=counts[OutcomeKind.FAILED],
+            invalid_messages=counts[OutcomeKind.INVALID],
+            rate_limited_messages=counts[OutcomeKind.RATE_LIMITED],
+            expired_messages=counts[OutcomeKind.EXPIRED],
+            duplicate_messages=counts[OutcomeKind.DUPLICATE],
+            retried_attempts=self._retries,
+            retry_scheduled_messages=self._steps[StepKind.RETRY_SCHEDULED],
+            parked_messages=self._steps[StepKind.PARKED],
+            deferred_messages=self._steps[StepKind.DEFERRED],
+            pruned_tokens=self._pruned,
+            breakers={
+                name: BreakerCount(state, transitions)  # type: ignore[arg-type]
                 for name, (state, transitions) in sorted(self._breakers().items())
             },
-            "queue_size": self._queue_size(),
-            "in_flight": self._in_flight(),
-            "worker_count": self.worker_count,
-            "consumer_lag": self._consumer_lag(),
-            "latency_ms": self.latency_percentiles_ms(),
-            "providers": {
-                name: {"delivered": delivered, "failed": failed}
+            queue_size=self._queue_size(),
+            in_flight=self._in_flight(),
+            worker_count=self.worker_count,
+            consumer_lag=self._consumer_lag(),
+            latency_ms=LatencyView(**self.latency_percentiles_ms()),
+            providers={
+                name: ProviderCount(delivered, failed)
                 for name, (delivered, failed) in sorted(self._providers.items())
             },
-            "uptime_seconds": round(self.uptime_seconds, 3),
-        }
+            uptime_seconds=round(self.uptime_seconds, 3),
+        )
 
     def prometheus_text(self) -> bytes:
         """The same figures in the Prometheus text format (:data:`PROMETHEUS_CONTENT_TYPE`),

@@ -17,7 +17,8 @@ from typing import Any, Protocol
 import redis
 import trio
 
-from ..contract.notification import MAX_TOKEN_CHARS, PROVIDERS, TOKEN_PATTERN
+from ..contract.notification import PROVIDERS
+from ..contract.schema import MAX_TOKEN_CHARS, TOKEN_PATTERN
 from .redis_client import execute_many, raise_first_error, run_redis
 
 MAX_DEVICES_PER_USER = 100

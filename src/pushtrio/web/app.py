@@ -18,9 +18,9 @@ its :class:`~pushtrio.web.AppHandles`.
 from __future__ import annotations
 
 from importlib.resources import files
-from typing import Any
 
-from quart import Response, jsonify
+from quart import Response
+from quart_schema import security_scheme
 from quart_trio import QuartTrio
 
 from ..contract.notification import MAX_RECORD_BYTES
@@ -31,9 +31,9 @@ from .devices import add_device_routes
 from .dlq import add_dlq_routes
 from .early_close import install_early_close
 from .feed import add_feed_route
-from .openapi import openapi_document
 from .providers import add_provider_routes
 from .responses import install_error_handlers
+from .schema import answers_raw, install_schema
 
 
 def dashboard_html() -> bytes:
@@ -47,6 +47,7 @@ def create_app(handles: AppHandles) -> QuartTrio:
     # Quart refuses larger bodies itself (413), from Content-Length or as they stream in.
     app.config["MAX_CONTENT_LENGTH"] = MAX_RECORD_BYTES
     app.config["BODY_TIMEOUT"] = 30
+    install_schema(app, secured=bool(handles.options.admin_token))
     app.json.sort_keys = False  # type: ignore[attr-defined]
     install_error_handlers(app)
     install_auth(app, handles.options.admin_token)
@@ -58,16 +59,14 @@ def create_app(handles: AppHandles) -> QuartTrio:
     add_feed_route(app, handles.hub)
 
     page = dashboard_html()
-    document: dict[str, Any] = openapi_document(secured=bool(handles.options.admin_token))
 
     @app.get("/")
+    @security_scheme([])
+    @answers_raw(200, "HTML", "text/html")
     async def dashboard() -> Response:
+        """The dashboard (public)"""
         response = Response(page, content_type="text/html; charset=utf-8")
         response.headers["Cache-Control"] = "no-cache"
         return response
-
-    @app.get("/openapi.json")
-    async def openapi() -> Response:
-        return jsonify(document)
 
     return app

@@ -15,11 +15,14 @@ from __future__ import annotations
 from typing import Final
 
 import trio
-from quart import Response, jsonify
+from quart import Response
+from quart_schema import validate_response
 from quart_trio import QuartTrio
 
+from ..contract.api import Device as DeviceView
+from ..contract.api import DeviceRegistration, Devices
 from ..contract.errors import BackendError
-from ..contract.notification import USER_ID_PATTERN
+from ..contract.schema import USER_ID_PATTERN
 from ..stores.devices import (
     MAX_DEVICES_PER_USER,
     Device,
@@ -27,8 +30,8 @@ from ..stores.devices import (
     TooManyDevices,
     check_device,
 )
-from .bodies import read_json_body
 from .responses import bad_user_id, json_error
+from .schema import answers, answers_raw, json_body
 
 REGISTRY_TIMEOUT_S: Final = 5.0
 
@@ -41,27 +44,23 @@ def add_device_routes(app: QuartTrio, registry: DeviceRegistry) -> None:
     """Register the device endpoints on ``app``."""
 
     @app.put("/users/<user_id>/devices/<token>")
-    async def put_device(user_id: str, token: str) -> Response | tuple[Response, int]:
+    @validate_response(DeviceView, 200)
+    @validate_response(DeviceView, 201)
+    @answers(400, "a malformed user_id, token or body; field names it")
+    @answers(409, f"the user has {MAX_DEVICES_PER_USER} devices already")
+    @answers(503, "the device registry (Redis) does not answer")
+    @json_body(DeviceRegistration)
+    async def put_device(
+        user_id: str, token: str, data: DeviceRegistration
+    ) -> tuple[DeviceView, int] | Response:
+        """Register a device (201), or move a known token to this provider (200)"""
         if not USER_ID_PATTERN.fullmatch(user_id):
             return bad_user_id()
-        document = await read_json_body()
-        if isinstance(document, Response):
-            return document
-        if not isinstance(document, dict):
-            return json_error(400, "the body must be a JSON object", field=None)
-        unknown = sorted(set(document) - {"provider"})
-        if unknown:
-            message = f"unknown field {unknown[0]} (expected provider)"
-            return json_error(400, message, field=unknown[0])
-        provider = document.get("provider")
-        if not isinstance(provider, str):
-            return json_error(400, "provider is required", field="provider")
         try:
-            check_device(token, provider)
+            check_device(token, data.provider)
         except ValueError as exc:
-            field = "token" if str(exc).startswith("token") else "provider"
-            return json_error(400, str(exc), field=field)
-        device = Device(provider, token)
+            return json_error(400, str(exc), field="token")
+        device = Device(data.provider, token)
         try:
             with trio.fail_after(REGISTRY_TIMEOUT_S):
                 new = await registry.put(user_id, device)
@@ -69,10 +68,15 @@ def add_device_routes(app: QuartTrio, registry: DeviceRegistry) -> None:
             return json_error(409, f"user {user_id} has {MAX_DEVICES_PER_USER} devices already")
         except (BackendError, trio.TooSlowError) as exc:
             return _unavailable(exc)
-        return jsonify({"user_id": user_id, **device.to_dict()}), 201 if new else 200
+        view = DeviceView(data.provider, token, user_id=user_id)
+        return view, 201 if new else 200
 
     @app.get("/users/<user_id>/devices")
-    async def list_devices(user_id: str) -> Response:
+    @validate_response(Devices)
+    @answers(400, "a malformed user_id")
+    @answers(503, "the device registry (Redis) does not answer")
+    async def list_devices(user_id: str) -> Devices | Response:
+        """A user's registered devices (none: an empty list)"""
         if not USER_ID_PATTERN.fullmatch(user_id):
             return bad_user_id()
         try:
@@ -80,10 +84,15 @@ def add_device_routes(app: QuartTrio, registry: DeviceRegistry) -> None:
                 devices = await registry.devices(user_id)
         except (BackendError, trio.TooSlowError) as exc:
             return _unavailable(exc)
-        return jsonify({"user_id": user_id, "devices": [d.to_dict() for d in devices]})
+        return Devices(user_id, [DeviceView(d.provider, d.token) for d in devices])  # type: ignore[arg-type]
 
     @app.delete("/users/<user_id>/devices/<token>")
+    @answers_raw(204, "forgotten")
+    @answers(400, "a malformed user_id")
+    @answers(404, "the user has no such device")
+    @answers(503, "the device registry (Redis) does not answer")
     async def delete_device(user_id: str, token: str) -> Response | tuple[str, int]:
+        """Forget a device"""
         if not USER_ID_PATTERN.fullmatch(user_id):
             return bad_user_id()
         try:

@@ -16,102 +16,29 @@ this instance; 503 when the broker cannot be read or written.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any, Final
 
 import trio
-from quart import Response, jsonify
+from quart import Response
+from quart_schema import validate_response
 from quart_trio import QuartTrio
 
+from ..contract.api import REPLAY_RULES, ReplayReportBody, ReplayRequest
 from ..contract.errors import BackendError
-from ..contract.notification import MAX_ID_CHARS
-from ..pipeline.replay import OUTCOMES, ReplayFilter, parse_since
+from ..pipeline.replay import ReplayFilter, parse_since
 from . import AppHandles
-from .bodies import read_json_body
 from .responses import json_error
-
-MAX_REASON_CHARS: Final = 1024
-
-
-def _outcome(value: object) -> str:
-    if value not in OUTCOMES:
-        raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}")
-    return str(value)
+from .schema import answers, json_body
 
 
-def _reason(value: object) -> str:
-    if not isinstance(value, str):
-        raise ValueError("reason must be a string")
-    if len(value) > MAX_REASON_CHARS:
-        raise ValueError(f"reason is longer than {MAX_REASON_CHARS} characters")
-    return value
-
-
-def _ids(value: object) -> frozenset[str]:
-    if not isinstance(value, list) or not value:
-        raise ValueError("ids must be a non-empty list of ids (leave it out for every id)")
-    for item in value:
-        if not isinstance(item, str) or not 1 <= len(item) <= MAX_ID_CHARS:
-            raise ValueError(f"ids must be strings of 1 to {MAX_ID_CHARS} characters")
-    return frozenset(value)
-
-
-def _limit(value: object) -> int:
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)  # JSON has one number type: 2.0 is the integer 2 (JSON Schema too)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError("limit must be an integer of at least 1")
-    return value
-
-
-def _dry_run(value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError("dry_run must be true or false")
-    return value
-
-
-def _since(now_ms: int) -> Callable[[object], int]:
-    def parse(value: object) -> int:
-        if not isinstance(value, str):
-            raise ValueError("since must be a string")
-        try:
-            return parse_since(value, now_ms)
-        except ValueError as exc:
-            raise ValueError(f"since: {exc}") from None
-
-    return parse
-
-
-def replay_filter(document: object, now_ms: int) -> ReplayFilter | Response:
-    """The filter a request body asks for, or the 400 answer that says what is wrong."""
-    if not isinstance(document, dict):
-        return json_error(400, "the body must be a JSON object of filters", field=None)
-    parsers: dict[str, Callable[[object], Any]] = {
-        "outcome": _outcome,
-        "reason": _reason,
-        "since": _since(now_ms),
-        "ids": _ids,
-        "limit": _limit,
-        "dry_run": _dry_run,
-    }
-    unknown = sorted(set(document) - set(parsers))
-    if unknown:
-        name, expected = unknown[0], ", ".join(parsers)
-        return json_error(400, f"unknown field {name} (expected {expected})", field=name)
-    values: dict[str, Any] = {}
-    for name, parse in parsers.items():
-        value = document.get(name)
-        try:
-            values[name] = None if value is None else parse(value)
-        except ValueError as exc:
-            return json_error(400, str(exc), field=name)
+def replay_filter(request: ReplayRequest, now_ms: int) -> ReplayFilter:
+    """The filter a request asks for; ValueError names a ``since`` it cannot read."""
     return ReplayFilter(
-        outcome=values["outcome"] or "",
-        reason=values["reason"] or "",
-        since_ms=values["since"],
-        ids=values["ids"] or frozenset(),
-        limit=values["limit"],
-        dry_run=bool(values["dry_run"]),
+        outcome=request.outcome or "",
+        reason=request.reason or "",
+        since_ms=None if request.since is None else parse_since(request.since, now_ms),
+        ids=frozenset(request.ids or ()),
+        limit=None if request.limit is None else int(request.limit),
+        dry_run=bool(request.dry_run),
     )
 
 
@@ -120,13 +47,21 @@ def add_dlq_routes(app: QuartTrio, handles: AppHandles) -> None:
     running = trio.Lock()
 
     @app.post("/dlq/replay")
-    async def dlq_replay() -> Response:
-        document = await read_json_body()
-        if isinstance(document, Response):
-            return document
-        chosen = replay_filter(document, int(time.time() * 1000))
-        if isinstance(chosen, Response):
-            return chosen
+    @validate_response(ReplayReportBody)
+    @answers(400, "a filter is malformed or unknown; field names it")
+    @answers(409, "another replay is running on this instance")
+    @answers(503, "the broker cannot be read or written")
+    @json_body(ReplayRequest, REPLAY_RULES)
+    async def dlq_replay(data: ReplayRequest) -> ReplayReportBody | Response:
+        """Write dead letters back to the topic
+
+        Filtered as ``pushtrio replay`` filters; with dry_run, answer what would be
+        replayed and write nothing.
+        """
+        try:
+            chosen = replay_filter(data, int(time.time() * 1000))
+        except ValueError as exc:
+            return json_error(400, f"since: {exc}", field="since")
         if running.locked():
             return json_error(409, "a replay is already running on this instance", field=None)
         try:
@@ -134,4 +69,4 @@ def add_dlq_routes(app: QuartTrio, handles: AppHandles) -> None:
                 report = await handles.replay(chosen)
         except BackendError as exc:
             return json_error(503, f"broker unavailable: {exc}")
-        return jsonify(report.to_json())
+        return report.view()

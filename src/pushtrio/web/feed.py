@@ -28,11 +28,14 @@ from typing import Final
 import orjson
 import trio
 from quart import Response, websocket
+from quart_schema import document_querystring
 from quart_trio import QuartTrio
 
-from ..contract.notification import USER_ID_PATTERN
+from ..contract.api import EventFrame, FeedQuery
+from ..contract.schema import USER_ID_PATTERN
 from ..sinks.events import DEFAULT_CAPACITY, EventHub, Subscription, parse_event_filter
 from .responses import bad_user_id, json_error
+from .schema import answers
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +58,16 @@ def add_feed_route(app: QuartTrio, hub: EventHub) -> None:
     """Register ``WS /ws/events`` on ``app``, fed by ``hub``."""
 
     @app.websocket("/ws/events")
+    @document_querystring(FeedQuery)
+    @answers(101, "switching protocols; one EventFrame per text frame follows", EventFrame)
+    @answers(400, "not a WebSocket handshake, an unknown event kind or a malformed user_id")
     async def events() -> Response | None:
+        """Live feed of outcomes (WebSocket): one EventFrame per text frame
+
+        A client that falls behind loses its oldest events and is sent
+        {"event": "dropped", "count": N}. A plain GET, without the WebSocket
+        handshake, is answered 400.
+        """
         user_id = websocket.args.get("user_id", "").strip()
         if user_id and not USER_ID_PATTERN.fullmatch(user_id):
             return bad_user_id()

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
+import msgspec
 import trio
 from kafka import TopicPartition
 from kafka.errors import KafkaError
@@ -28,6 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ...config import MEMORY_URL
+from ...contract.api import DeadLetterView
 from ...contract.errors import BrokerUnavailable
 from ...contract.records import Publisher
 from ...pipeline.replay import (
@@ -277,7 +279,7 @@ COLUMNS: Final = {
 """The table's columns: summary field and heading."""
 
 
-def letters_table(letters: Sequence[dict[str, Any]], title: str) -> Table:
+def letters_table(letters: Sequence[DeadLetterView], title: str) -> Table:
     """Letters (their summaries) as a table: where, when, outcome, id, attempts, reason."""
     table = Table(
         title=title,
@@ -293,10 +295,10 @@ def letters_table(letters: Sequence[dict[str, Any]], title: str) -> Table:
             right = name in {"partition", "offset", "attempts"}
             table.add_column(heading, justify="right" if right else "left", no_wrap=True)
     for letter in letters:
-        row = dict(letter)
+        row = msgspec.structs.asdict(letter)
         # To the second, without the zone: a table, not an audit trail (see --json).
         row["time"] = row["time"][:19].replace("T", " ")
-        if "dropped_bytes" in row:
+        if row["dropped_bytes"] is not msgspec.UNSET:
             row["reason"] = f"value left out ({row['dropped_bytes']} bytes); {row['reason']}"
         table.add_row(*("" if row[name] is None else str(row[name]) for name in COLUMNS))
     return table
