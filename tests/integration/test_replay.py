@@ -19,10 +19,10 @@ import pytest
 import trio
 from kafka.admin import KafkaAdminClient
 
-from pushtrio.contract.dead_letter import DEAD_LETTER_MAX_VALUE_BYTES, dead_letter
+from pushtrio.contract.dead_letter import DEAD_LETTER_MAX_VALUE_BYTES, REPLAYED_FROM, dead_letter
 from pushtrio.contract.outcome import Outcome, OutcomeKind
 from pushtrio.contract.records import ORIGIN_HEADER, Message, Record
-from pushtrio.pipeline.replay import REPLAYED_FROM, ReplayFilter, replay_letters
+from pushtrio.pipeline.replay import ReplayFilter, replay_letters
 from pushtrio.source.kafka.letters import open_kafka_letters
 from pushtrio.source.kafka.publisher import KafkaPublisher
 

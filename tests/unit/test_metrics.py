@@ -8,37 +8,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import prometheus_client
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from pushtrio.contract.api import MetricsSnapshot
 from pushtrio.contract.delays import Step, StepKind
 from pushtrio.contract.outcome import Outcome, OutcomeKind
 from pushtrio.sinks.metrics import LATENCY_BUCKETS_S, Metrics
 
 KINDS = list(OutcomeKind)
-SNAPSHOT_KEYS = {
-    "processed_messages",
-    "delivered_messages",
-    "failed_messages",
-    "invalid_messages",
-    "rate_limited_messages",
-    "expired_messages",
-    "duplicate_messages",
-    "retried_attempts",
-    "retry_scheduled_messages",
-    "parked_messages",
-    "deferred_messages",
-    "pruned_tokens",
-    "breakers",
-    "queue_size",
-    "in_flight",
-    "worker_count",
-    "consumer_lag",
-    "latency_ms",
-    "providers",
-    "uptime_seconds",
-}
+SNAPSHOT_KEYS = {field.name for field in msgspec.structs.fields(MetricsSnapshot)}
 
 
 def outcome(kind: OutcomeKind, provider: str = "fcm", latency_ms: float = 1.0) -> Outcome:

@@ -388,7 +388,7 @@ def test_a_whole_number_written_with_a_fraction_is_a_priority(
 
 
 def test_an_integer_beyond_64_bits_in_data_is_read_as_a_float() -> None:
-    raw = b'{"id": "m", "user_id": "u", "title": "t", "data": {"n": -15767091699183334663753457087807488}}'
+    raw = b'{"id": "m", "user_id": "u", "title": "t", "data": {"n": -1576709169918333466375345}}'
     notification = parse_notification(raw)
-    assert notification.data == {"n": -1.5767091699183335e34}
-    assert orjson.loads(notification.to_json())["data"] == {"n": -1.5767091699183335e34}
+    assert notification.data == {"n": -1.576709169918333466375345e24}
+    assert orjson.loads(notification.to_json())["data"] == {"n": -1.576709169918333466375345e24}

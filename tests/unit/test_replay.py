@@ -11,20 +11,17 @@ import orjson
 import pytest
 
 from pushtrio.cli.main import main
-from pushtrio.contract.dead_letter import DEAD_LETTER_MAX_VALUE_BYTES, dead_letter
+from pushtrio.contract.dead_letter import (
+    DEAD_LETTER_MAX_VALUE_BYTES,
+    REPLAYED_FROM,
+    Letter,
+    dead_letter,
+)
 from pushtrio.contract.errors import BrokerUnavailable
 from pushtrio.contract.outcome import Outcome, OutcomeKind
 from pushtrio.contract.records import ORIGIN_HEADER, Message, Record, origin
-from pushtrio.pipeline.replay import (
-    LISTED_MAX,
-    REPLAYED_FROM,
-    Letter,
-    MemoryLetters,
-    ReplayFilter,
-    parse_since,
-    replay_letters,
-)
-from pushtrio.source.memory import MemoryBroker
+from pushtrio.pipeline.replay import LISTED_MAX, ReplayFilter, parse_since, replay_letters
+from pushtrio.source.memory import MemoryBroker, MemoryLetters
 
 NOW_MS = 1_900_000_000_000
 DLQ = "notifications.dlq"
@@ -281,7 +278,7 @@ async def test_a_broker_failure_says_how_many_were_replayed_before() -> None:
 
 
 async def test_the_service_replays_from_the_embedded_queue() -> None:
-    from pushtrio.source.kafka.letters import replayer_for
+    from pushtrio.service.replay import replayer_for
 
     broker = MemoryBroker()
     for i in range(3):
@@ -304,7 +301,7 @@ async def test_the_service_replays_from_the_embedded_queue() -> None:
 async def test_the_dry_run_table_and_the_skipped_letters_are_printed() -> None:
     from rich.console import Console
 
-    from pushtrio.source.kafka.letters import print_report
+    from pushtrio.cli.replay import print_report
 
     letters = [letter_of(record(i), offset=i, message_id=f"order-{i}") for i in range(3)]
     big = record(3, value=b"x" * (DEAD_LETTER_MAX_VALUE_BYTES + 7))

@@ -143,7 +143,7 @@ def _cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
-    from ..source.kafka.letters import print_report, run_replay
+    from .replay import print_report, run_replay
 
     setup_logging(settings.log_level)
     # A failure ends the run with one line saying what could not be read or written;

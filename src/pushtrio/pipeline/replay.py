@@ -23,28 +23,23 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import msgspec
-import orjson
-import trio
 
 from ..config import parse_duration
 from ..contract.api import DURATION_PATTERN, DeadLetterView, ReplayReportBody
-from ..contract.dead_letter import HEADER_PREFIX
+from ..contract.dead_letter import Letter
 from ..contract.errors import BackendError, BrokerUnavailable
 from ..contract.outcome import OutcomeKind
-from ..contract.records import ORIGIN_HEADER, Headers, Message, Publisher
+from ..contract.records import Publisher
 from ..contract.schema import Timestamp
+from ..source import LetterSource
 
-REPLAYED_FROM: Final = "pushtrio-replayed-from"
-VALUE_DROPPED: Final = "pushtrio-value-dropped"
 OUTCOMES: Final = tuple(kind.value for kind in OutcomeKind if kind.dead_letter)
 """The outcomes a letter can have: failed, invalid."""
 LISTED_MAX: Final = 1000
 """Letters a report lists (replayed ones, skipped ones); the counts go on."""
-CHUNK_SIZE: Final = 500
-"""Letters read, and written back, at once."""
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -73,77 +68,6 @@ def parse_since(text: str, now_ms: int) -> int:
         "expected an RFC 3339 time with a zone (2030-01-01T00:00:00Z) "
         "or a duration ago (30m, 1h, 24h)"
     )
-
-
-def format_ms(timestamp_ms: int) -> str:
-    """Unix milliseconds as RFC 3339 in UTC, to the millisecond."""
-    moment = _EPOCH + timedelta(milliseconds=timestamp_ms)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-@dataclass(frozen=True, slots=True)
-class Letter:
-    """One record of the dead-letter topic."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes], ...] = ()
-
-    def header(self, name: str) -> str:
-        """The last value of header ``name``, decoded; empty when absent."""
-        for key, value in reversed(self.headers):
-            if key == name:
-                return (value or b"").decode(errors="replace")
-        return ""
-
-    @property
-    def id(self) -> str:
-        return self.header("pushtrio-id")
-
-    @property
-    def outcome(self) -> str:
-        return self.header("pushtrio-outcome")
-
-    @property
-    def reason(self) -> str:
-        return self.header("pushtrio-reason")
-
-    @property
-    def dropped(self) -> bool:
-        """Whether the value was left out of the letter (it cannot be replayed)."""
-        return any(key == VALUE_DROPPED for key, _ in self.headers)
-
-    def replayed(self) -> Message:
-        """What replaying writes to the main topic: the original record, and where from."""
-        headers: Headers = [(k, v) for k, v in self.headers if not k.startswith(HEADER_PREFIX)]
-        headers.append((REPLAYED_FROM, orjson.dumps([self.topic, self.partition, self.offset])))
-        # The first record's coordinates, so that a notification without an id keeps
-        # the id it had (dedup knows it): older letters have only pushtrio-source.
-        first = self.header(ORIGIN_HEADER) or self.header("pushtrio-source")
-        if first:
-            headers.append((ORIGIN_HEADER, first.encode()))
-        return self.key, self.value, headers
-
-    def summary(self) -> DeadLetterView:
-        """The letter as a report lists it."""
-        attempts = self.header("pushtrio-attempts")
-        view = DeadLetterView(
-            partition=self.partition,
-            offset=self.offset,
-            time=format_ms(self.timestamp_ms),
-            outcome=self.outcome,
-            id=self.id,
-            reason=self.reason,
-            attempts=int(attempts) if attempts.isdigit() else None,
-        )
-        if self.dropped:
-            size = self.header(VALUE_DROPPED)
-            view.dropped_bytes = int(size) if size.isdigit() else None
-        return view
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,51 +158,6 @@ class ReplayReport:
     def done(self, chosen: ReplayFilter) -> bool:
         """Whether the limit is reached."""
         return chosen.limit is not None and self.replayed >= chosen.limit
-
-
-class LetterSource(Protocol):
-    """Letters of one dead-letter topic, read once from its start to a fixed end."""
-
-    topic: str
-    total: int
-    """Letters between the start (``since`` taken into account) and the end: at most
-    this many are read (fewer when some were deleted meanwhile)."""
-
-    async def next_chunk(self) -> list[Letter] | None:
-        """The next letters, oldest first per partition; None once all are read.
-
-        Raises BrokerUnavailable when the broker stops answering.
-        """
-        ...
-
-
-class MemoryLetters:
-    """A :class:`LetterSource` over a copy of the embedded queue's dead-letter topic."""
-
-    def __init__(
-        self,
-        topic: str,
-        start_offset: int,
-        items: Sequence[tuple[bytes | None, bytes | None, Headers, int]],
-        *,
-        chunk_size: int = CHUNK_SIZE,
-    ) -> None:
-        self.topic = topic
-        self._letters = [
-            Letter(topic, 0, start_offset + i, stamp, key, value, tuple(headers))
-            for i, (key, value, headers, stamp) in enumerate(items)
-        ]
-        self.total = len(self._letters)
-        self._chunk_size = chunk_size
-        self._position = 0
-
-    async def next_chunk(self) -> list[Letter] | None:
-        await trio.lowlevel.checkpoint()
-        if self._position >= len(self._letters):
-            return None
-        chunk = self._letters[self._position : self._position + self._chunk_size]
-        self._position += len(chunk)
-        return chunk
 
 
 Progress = Callable[[int, int], None]

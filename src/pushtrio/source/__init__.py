@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import trio
 
+from ..contract.dead_letter import Letter
 from ..contract.records import Record
 
 
@@ -75,3 +76,19 @@ class Source(Protocol):
         ...
 
     def health(self) -> dict[str, Any]: ...
+
+
+class LetterSource(Protocol):
+    """Letters of one dead-letter topic, read once from its start to a fixed end."""
+
+    topic: str
+    total: int
+    """Letters between the start (``since`` taken into account) and the end: at most
+    this many are read (fewer when some were deleted meanwhile)."""
+
+    async def next_chunk(self) -> list[Letter] | None:
+        """The next letters, oldest first per partition; None once all are read.
+
+        Raises BrokerUnavailable when the broker stops answering.
+        """
+        ...

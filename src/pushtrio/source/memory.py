@@ -15,10 +15,11 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Final
 
 import trio
 
+from ..contract.dead_letter import Letter
 from ..contract.delays import due_ms, now_ms
 from ..contract.records import Headers, Message, Record
 from .tracker import OffsetTracker
@@ -259,3 +260,37 @@ def _due_prefix(batch: list[Record], now: int) -> list[Record]:
         if due_ms(record) > now:
             return batch[:i]
     return batch
+
+
+LETTER_CHUNK_SIZE: Final = 500
+"""Letters read, and written back, at once."""
+
+
+class MemoryLetters:
+    """A :class:`~pushtrio.source.LetterSource` over a copy of the embedded queue's
+    dead-letter topic."""
+
+    def __init__(
+        self,
+        topic: str,
+        start_offset: int,
+        items: Sequence[tuple[bytes | None, bytes | None, Headers, int]],
+        *,
+        chunk_size: int = LETTER_CHUNK_SIZE,
+    ) -> None:
+        self.topic = topic
+        self._letters = [
+            Letter(topic, 0, start_offset + i, stamp, key, value, tuple(headers))
+            for i, (key, value, headers, stamp) in enumerate(items)
+        ]
+        self.total = len(self._letters)
+        self._chunk_size = chunk_size
+        self._position = 0
+
+    async def next_chunk(self) -> list[Letter] | None:
+        await trio.lowlevel.checkpoint()
+        if self._position >= len(self._letters):
+            return None
+        chunk = self._letters[self._position : self._position + self._chunk_size]
+        self._position += len(chunk)
+        return chunk
