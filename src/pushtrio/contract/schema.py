@@ -84,7 +84,7 @@ def invalid(
     missing = _MISSING.search(message)
     if missing:
         field = missing.group(1)
-        return InvalidNotification(rules.get(field, f"{field} is required"), field)
+        return InvalidNotification(f"{field} is required", field)
     found = _AT.search(message)
     if found is None or found.group(1) is None:
         return InvalidNotification(rules.get("", _plain(message.partition(" - at ")[0])))

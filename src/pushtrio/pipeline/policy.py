@@ -11,6 +11,8 @@ take it up again when due) or the notification's final :class:`~pushtrio.contrac
 * :meth:`Scheduler.defer`: the user's window is full: with RATE_LIMIT_POLICY=defer
   it waits for the slot the limiter named, at most DEFER_MAX and never past its
   ``expires_at``; with ``drop`` it is ``rate_limited``.
+
+Each stage of the pipeline returns what it finished with as a :class:`StageResult`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..contract.delays import DelayTopics, Step, StepKind, delayed, now_ms, waiting
 from ..contract.notification import Notification
@@ -28,9 +30,41 @@ from .breaker import CircuitBreaker
 
 MAX_RETRY_AFTER_S = 300.0
 """Longest Retry-After of a provider that is honoured (a longer one is cut to this)."""
+Settled = list[tuple[Record, Outcome]]
+Moved = list[tuple[Record, Step]]
+
 PARK_AGAIN_S = 1.0
 """A breaker that is half open (its probes in flight) is asked again this much later,
 or after SchedulerOptions.probe_wait_s if that is longer."""
+
+
+@dataclass(slots=True)
+class StageResult:
+    """What a pipeline stage finished with, in the order it finished them: outcomes
+    to settle, and records moved to a delay topic (settled once written there).
+
+    A stage makes one per batch; its caller merges them (:meth:`merge`).
+    """
+
+    settled: Settled = field(default_factory=list)
+    moved: Moved = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.settled or self.moved)
+
+    def place(self, record: Record, result: Step | Outcome) -> None:
+        """Keep a :class:`Scheduler` answer for ``record`` with its kind."""
+        if isinstance(result, Step):
+            self.moved.append((record, result))
+        else:
+            self.settled.append((record, result))
+
+    def merge(self, other: StageResult) -> None:
+        """Add what ``other`` finished, after what this one holds."""
+        if other.settled:
+            self.settled += other.settled
+        if other.moved:
+            self.moved += other.moved
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,9 +75,9 @@ class SchedulerOptions:
     defer_max_s: float
     max_park_s: float
     probe_wait_s: float = PARK_AGAIN_S
-    """How long probes may take (the provider timeout): a notification that finds the
-    breaker half open, its probes out, waits this long rather than coming back
-    every second."""
+    """How long probes may take (TimeBudgets.probe_wait_s: the provider timeout): a
+    notification that finds the breaker half open, its probes out, waits this long
+    rather than coming back every second."""
 
 
 class Scheduler:

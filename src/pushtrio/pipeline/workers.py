@@ -57,13 +57,10 @@ from ..stores.limiter import Limiter
 from .attempt import Answer, first_attempts
 from .backend_calls import BackendCalls
 from .breaker import BreakerState, CircuitBreaker
-from .policy import Scheduler, outcome_of
+from .policy import Scheduler, Settled, StageResult, outcome_of
 
 log = logging.getLogger(__name__)
 
-Settled = list[tuple[Record, Outcome]]
-Moved = list[tuple[Record, Step]]
-Finished = tuple[Settled, Moved]
 Candidates = list[tuple[Record, Notification]]
 OutcomeSink = Callable[[Sequence[Outcome]], None]
 """Receives every settled group of outcomes, in the trio thread; must not block."""
@@ -79,6 +76,7 @@ class PipelineOptions:
     max_in_flight: int
     """Results waiting for the settler, at most."""
     provider_timeout_s: float
+    """The limit on one provider call (TimeBudgets.provider_call_s)."""
     dlq_topic: str
 
 
@@ -136,7 +134,9 @@ class Pipeline:
         Returns once every record taken has been settled. On cancellation the
         unsettled records stay uncommitted and will be read again.
         """
-        settle_send, settle_recv = trio.open_memory_channel[Finished](self._options.max_in_flight)
+        settle_send, settle_recv = trio.open_memory_channel[StageResult](
+            self._options.max_in_flight
+        )
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._run_settler, settle_recv)
             async with settle_send, record_recv, trio.open_nursery() as work:
@@ -147,7 +147,7 @@ class Pipeline:
     async def _run_worker(
         self,
         record_recv: trio.MemoryReceiveChannel[Record],
-        settle_send: trio.MemorySendChannel[Finished],
+        settle_send: trio.MemorySendChannel[StageResult],
     ) -> None:
         async with record_recv:
             while batch := await self._take_batch(record_recv):
@@ -172,31 +172,35 @@ class Pipeline:
             return batch
 
     async def _process_batch(
-        self, batch: Batch, settle_send: trio.MemorySendChannel[Finished]
+        self, batch: Batch, settle_send: trio.MemorySendChannel[StageResult]
     ) -> None:
+        """Run ``batch`` through the stages; what each finished goes to the settler."""
         started = time.monotonic()
-        settled, candidates = self._screen(batch, started)
-        moved: Moved = []
+        done, candidates = self._screen(batch, started)
         if candidates:
-            fresh = await self._look_up(candidates, settled, started)
+            fresh, duplicates = await self._look_up(candidates, started)
+            done.merge(duplicates)
             if self._router is not None:
                 fresh = await self._route(self._router, fresh)
-            callable_ = self._gate(fresh, settled, moved, started)
-            allowed = await self._limit(callable_, settled, moved, started)
-            await self._deliver_batch(allowed, settled, moved, started)
-        if settled:
-            await self._remember_delivered(settled)
-        if settled or moved:
-            await settle_send.send((settled, moved))
+            callable_, parked = self._gate(fresh, started)
+            done.merge(parked)
+            allowed, refused = await self._limit(callable_, started)
+            done.merge(refused)
+            done.merge(await self._deliver_batch(allowed, started))
+        if done.settled:
+            await self._remember_delivered(done.settled)
+        if done:
+            await settle_send.send(done)
 
-    def _screen(self, batch: Batch, started: float) -> tuple[Settled, Candidates]:
+    def _screen(self, batch: Batch, started: float) -> tuple[StageResult, Candidates]:
         """Decode and validate; settle the invalid, expired and in-flight copies at once.
 
         The rest are claimed (until settled) so that a copy in another batch cannot
         pass the dedup look-up while this one is being delivered.
         """
         now = datetime.now(UTC)
-        settled: Settled = []
+        done = StageResult()
+        settled = done.settled
         candidates: Candidates = []
         ids_in_batch: set[str] = set()
         for record in batch:
@@ -225,23 +229,24 @@ class Pipeline:
                 candidates.append((record, notification))
         for record, notification in candidates:
             self._claims[notification.id] = record
-        return settled, candidates
+        return done, candidates
 
     async def _look_up(
-        self, candidates: Candidates, settled: Settled, started: float
-    ) -> Candidates:
-        """One dedup round trip: the duplicates are settled, the rest returned."""
+        self, candidates: Candidates, started: float
+    ) -> tuple[Candidates, StageResult]:
+        """One dedup round trip: the fresh returned, the duplicates settled."""
         seen = await self.backend.call(
             "dedup look-up", lambda: self._dedup.seen_many([n.id for _, n in candidates])
         )
         fresh = []
+        done = StageResult()
         for (record, notification), was_seen in zip(candidates, seen, strict=True):
             if was_seen:
                 outcome = outcome_of(OutcomeKind.DUPLICATE, notification, record, started=started)
-                settled.append((record, outcome))
+                done.settled.append((record, outcome))
             else:
                 fresh.append((record, notification))
-        return fresh
+        return fresh, done
 
     async def _route(self, router: Router, candidates: Candidates) -> Candidates:
         """Let the router pick the provider (and so the breaker) of each notification."""
@@ -249,36 +254,32 @@ class Pipeline:
         routed = await self.backend.call("device look-up", lambda: router.route(notifications))
         return [(record, n) for (record, _), n in zip(candidates, routed, strict=True)]
 
-    def _gate(
-        self, candidates: Candidates, settled: Settled, moved: Moved, started: float
-    ) -> Candidates:
-        """Park the notifications whose provider's breaker refuses calls now."""
+    def _gate(self, candidates: Candidates, started: float) -> tuple[Candidates, StageResult]:
+        """Park the notifications whose provider's breaker refuses calls now; return
+        the others."""
+        done = StageResult()
         breakers = self._breakers
         if not breakers:
-            return candidates
+            return candidates, done
         passed = []
         for record, notification in candidates:
             breaker = breakers.get(notification.provider)
             if breaker is None or breaker.allow():
                 passed.append((record, notification))
             else:
-                _place(
-                    self._scheduler.park(record, notification, breaker, started),
-                    record,
-                    settled,
-                    moved,
-                )
-        return passed
+                done.place(record, self._scheduler.park(record, notification, breaker, started))
+        return passed, done
 
     async def _limit(
-        self, candidates: Candidates, settled: Settled, moved: Moved, started: float
-    ) -> Candidates:
+        self, candidates: Candidates, started: float
+    ) -> tuple[Candidates, StageResult]:
         """One limiter round trip: the refused are deferred or settled, the rest returned."""
         waits = await self.backend.call(
             "rate limit",
             lambda: self._limiter.decide_many([(n.user_id, n.id) for _, n in candidates]),
         )
         allowed = []
+        done = StageResult()
         for (record, notification), wait_s in zip(candidates, waits, strict=True):
             if wait_s <= 0:
                 allowed.append((record, notification))
@@ -286,9 +287,8 @@ class Pipeline:
             breaker = self._breakers.get(notification.provider)
             if breaker is not None:
                 breaker.give_back()  # a probe slot it took, if half open
-            result = self._scheduler.defer(record, notification, wait_s, started)
-            _place(result, record, settled, moved)
-        return allowed
+            done.place(record, self._scheduler.defer(record, notification, wait_s, started))
+        return allowed, done
 
     def _claimed_by_other(self, message_id: str, record: Record) -> bool:
         """Whether another record holding ``message_id`` is in flight here.
@@ -316,9 +316,7 @@ class Pipeline:
         if delivered:
             await self.backend.call("dedup record", lambda: self._dedup.remember_many(delivered))
 
-    async def _deliver_batch(
-        self, items: Candidates, settled: Settled, moved: Moved, started: float
-    ) -> None:
+    async def _deliver_batch(self, items: Candidates, started: float) -> StageResult:
         """One provider call per provider and attempt number, concurrently."""
         groups: dict[tuple[str, int], Candidates] = {}
         for record, notification in items:
@@ -326,22 +324,22 @@ class Pipeline:
             groups.setdefault((notification.provider, attempt), []).append((record, notification))
         if len(groups) == 1:
             [((name, attempt), group)] = groups.items()
-            await self._attempt(name, attempt, group, settled, moved, started)
-            return
+            return await self._attempt(name, attempt, group, started)
+        done = StageResult()
+
+        async def attempt_group(name: str, attempt: int, group: Candidates) -> None:
+            # Merged as each call ends, as the calls' answers came in.
+            done.merge(await self._attempt(name, attempt, group, started))
+
         async with trio.open_nursery() as nursery:
             for (name, attempt), group in groups.items():
-                nursery.start_soon(self._attempt, name, attempt, group, settled, moved, started)
+                nursery.start_soon(attempt_group, name, attempt, group)
+        return done
 
     async def _attempt(
-        self,
-        name: str,
-        attempt: int,
-        group: Candidates,
-        settled: Settled,
-        moved: Moved,
-        started: float,
-    ) -> None:
-        """One provider call for ``group``: outcomes to ``settled``, retries to ``moved``."""
+        self, name: str, attempt: int, group: Candidates, started: float
+    ) -> StageResult:
+        """One provider call for ``group``: the outcomes settled, the retries moved."""
         provider = self._providers[name]
         breaker = self._breakers.get(name)
         try:
@@ -365,6 +363,7 @@ class Pipeline:
                 else:
                     breaker.record(False)
         provider_down = breaker is not None and breaker.state is not BreakerState.CLOSED
+        done = StageResult()
         for (record, notification), answer in zip(group, results, strict=True):
             if answer.delivered:
                 kind, error = OutcomeKind.DELIVERED, ""
@@ -374,7 +373,7 @@ class Pipeline:
                 # The provider is down, not this notification: wait for it rather
                 # than spend the retries (or reach the dead-letter topic).
                 parked = self._scheduler.park(record, notification, breaker, started, attempt)
-                _place(parked, record, settled, moved)
+                done.place(record, parked)
                 continue
             else:
                 after = self._scheduler.after_failure(
@@ -386,7 +385,7 @@ class Pipeline:
                     not_before_s=answer.retry_after_s,
                     devices=answer.devices,
                 )
-                _place(after, record, settled, moved)
+                done.place(record, after)
                 continue
             outcome = outcome_of(
                 kind,
@@ -397,7 +396,8 @@ class Pipeline:
                 started=started,
                 devices=answer.devices,
             )
-            settled.append((record, outcome))
+            done.settled.append((record, outcome))
+        return done
 
     def _invalid(self, record: Record, default_id: str, exc: InvalidNotification) -> Outcome:
         reason = exc.reason if exc.field is None else f"{exc.field}: {exc.reason}"
@@ -411,26 +411,26 @@ class Pipeline:
             offset=record.offset,
         )
 
-    async def _run_settler(self, settle_recv: trio.MemoryReceiveChannel[Finished]) -> None:
+    async def _run_settler(self, settle_recv: trio.MemoryReceiveChannel[StageResult]) -> None:
         async with settle_recv:
-            async for first_settled, first_moved in settle_recv:
-                settled, moved = list(first_settled), list(first_moved)
-                while len(settled) + len(moved) < 5000:
+            # A worker leaves a result alone once sent: the settler merges into it.
+            async for done in settle_recv:
+                while len(done.settled) + len(done.moved) < 5000:
                     try:
-                        more_settled, more_moved = settle_recv.receive_nowait()
+                        more = settle_recv.receive_nowait()
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
-                    settled += more_settled
-                    moved += more_moved
-                await self._finish(settled, moved)
+                    done.merge(more)
+                await self._finish(done)
 
-    async def _finish(self, settled: Settled, moved: Moved) -> None:
+    async def _finish(self, done: StageResult) -> None:
         """Write dead letters and delay-topic records, tell the sinks, then settle.
 
         The writes are acknowledged before the records are settled: a crash in
         between reads them again (a copy in a delay topic then finds itself a
         duplicate or goes out once more: at least once, never lost).
         """
+        settled, moved = done.settled, done.moved
         # Released before the writes: a record written to a delay topic can be read
         # back before the next write here is acknowledged, and is no copy.
         claims = self._claims
@@ -457,11 +457,3 @@ class Pipeline:
             for step_sink in self._step_sinks:
                 step_sink(steps)
         self._settle([r for r, _ in settled] + [r for r, _ in moved])
-
-
-def _place(result: Step | Outcome, record: Record, settled: Settled, moved: Moved) -> None:
-    """Append ``result`` to the list it belongs to."""
-    if isinstance(result, Step):
-        moved.append((record, result))
-    else:
-        settled.append((record, result))

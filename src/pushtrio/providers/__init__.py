@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from ..budgets import DEFAULT_BUDGETS, TimeBudgets
 from ..stores.devices import Device
 from .base import Configurable, Provider, ProviderStats, ReportsStats, provider_stats
 from .fanout import DeviceDelivery, DeviceProvider, MockPushClient
@@ -46,15 +47,6 @@ def build_providers(options: ProviderOptions) -> dict[str, Provider]:
     }
 
 
-REQUEST_SHARE = 0.4
-"""One request to a real provider may take this share of PROVIDER_TIMEOUT (httpx's
-timeouts; the client's own deadline is 1.5 times that): a token refresh and its retry
-fit in one provider call."""
-DEADLINE_SHARE = 0.9
-"""The pushes of one notification may take this share of PROVIDER_TIMEOUT; tokens not
-answered by then are transient failures, and the answers that came are kept."""
-
-
 @dataclass(frozen=True, slots=True)
 class RealProviderOptions:
     """Credentials and endpoints of the real providers; empty files: the mock stays."""
@@ -67,8 +59,9 @@ class RealProviderOptions:
     apns_topic: str = ""
     apns_endpoint: str = "https://api.push.apple.com"
     apns_ca_file: str = ""
-    timeout_s: float = 10.0
-    """PROVIDER_TIMEOUT: the pipeline's limit on one provider call."""
+    budgets: TimeBudgets = DEFAULT_BUDGETS
+    """Derived from PROVIDER_TIMEOUT: the wire clients' request timeout
+    (``request_s``) and the deadline of one notification's pushes."""
 
 
 def _wire_clients(options: RealProviderOptions) -> dict[str, PushClient]:
@@ -81,7 +74,7 @@ def _wire_clients(options: RealProviderOptions) -> dict[str, PushClient]:
         load_service_account(options.fcm_credentials_file) if options.fcm_credentials_file else None
     )
     apns_key = load_apns_key(options.apns_key_file) if options.apns_key_file else None
-    timeout_s = options.timeout_s * REQUEST_SHARE
+    timeout_s = options.budgets.request_s
     clients: dict[str, PushClient] = {}
     if account is not None:
         # One client (one OAuth token, one pool) for both names of FCM HTTP v1.
@@ -112,7 +105,7 @@ def build_device_providers(
     for name, mock in mocks.items():
         if name not in clients and isinstance(mock, MockProvider):
             clients[name] = MockPushClient(mock)
-    delivery = DeviceDelivery(clients, on_pruned, deadline_s=options.timeout_s * DEADLINE_SHARE)
+    delivery = DeviceDelivery(clients, on_pruned, deadline_s=options.budgets.device_deadline_s)
     providers: dict[str, Provider] = {name: DeviceProvider(name, delivery) for name in mocks}
     return providers, delivery
 

@@ -35,7 +35,8 @@ Why the choices:
 
 Timeouts: every attempt for one token is bounded by ``httpx`` timeouts of
 ``timeout_s`` on connect, read, write and the wait for a free stream, and by a trio
-deadline of 1.5 x ``timeout_s`` around it all, which comes second. A read timeout of ``httpcore``
+deadline of 1.5 x ``timeout_s`` around it all, which comes second (both from
+:mod:`pushtrio.budgets`). A read timeout of ``httpcore``
 is per connection: it marks the connection broken, its other streams fail
 transiently too and the next request opens a fresh one. :meth:`ApnsClient.push`
 never raises for what the server answers or for transport failures; cancellation
@@ -60,6 +61,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from ..budgets import send_deadline_s
 from ..contract.errors import ConfigError
 from ..contract.notification import Notification
 from .push import TokenResult, TokenState, collapse_id, parse_retry_after
@@ -70,6 +72,7 @@ KEY_VARIABLE = "APNS_KEY_FILE"
 MAX_PAYLOAD_BYTES = 4096
 """Apple's limit for a regular (non-VoIP) notification payload."""
 TOKEN_REFRESH_S = 40 * 60.0
+"""A provider token older than this is replaced (Apple: every 20 to 60 minutes)."""
 FORCED_REFRESH_EVERY_S = 20 * 60.0
 """Apple answers TooManyProviderTokenUpdates to tokens replaced more often than this."""
 MAX_IN_FLIGHT = 100
@@ -79,9 +82,6 @@ CLOSE_TIMEOUT_S = 5.0
 KEEP_RETIRED = 2
 """Replaced connections left to finish their streams before they are closed."""
 _CONNECTION_FAILURES = ("connection: ", "protocol: ")
-DEADLINE_FACTOR = 1.5
-"""The trio deadline of one request, in units of ``timeout_s``."""
-"""A provider token older than this is replaced (Apple: every 20 to 60 minutes)."""
 IDLE_CONNECTION_S = 600.0
 """An idle connection is kept this long; Apple asks for long-lived connections."""
 
@@ -335,7 +335,7 @@ class ApnsClient:
         # Longer than httpx's own timeouts: a read timeout (which drops the connection,
         # stalled streams and all) comes first; a trio cancellation would leave the
         # connection, and its stalled streams, in the pool.
-        with trio.move_on_after(self._timeout_s * DEADLINE_FACTOR):
+        with trio.move_on_after(send_deadline_s(self._timeout_s)):
             try:
                 response = await http.post(url, headers=headers, content=payload)
             except httpx.TimeoutException:

@@ -20,12 +20,13 @@ half-configured service (APNs keys, no FCM file) still runs.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 
+import msgspec
 import trio
 
+from ..budgets import DEFAULT_BUDGETS
 from ..contract.errors import (
     BackendError,
     PermanentProviderError,
@@ -81,7 +82,7 @@ class DeviceDelivery:
         clients: Mapping[str, PushClient],
         on_pruned: Callable[[str, Device], None],
         *,
-        deadline_s: float = 9.0,
+        deadline_s: float = DEFAULT_BUDGETS.device_deadline_s,
     ) -> None:
         self.clients = dict(clients)
         self.deadline_s = deadline_s
@@ -142,7 +143,7 @@ class DeviceDelivery:
             devices = registered.get(notification.user_id) if id(notification) in asked else None
             names = sorted({d.provider for d in devices or ()})
             if names and notification.provider not in names:
-                notification = dataclasses.replace(notification, provider=names[0])
+                notification = msgspec.structs.replace(notification, provider=names[0])
             routed.append(notification)
         return routed
 

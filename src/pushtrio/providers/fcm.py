@@ -43,6 +43,7 @@ import httpx
 import orjson
 import trio
 
+from ..budgets import send_deadline_s
 from ..contract.notification import Notification
 from .google_oauth import AccessTokens, ServiceAccount, TokenExchangeFailed, load_service_account
 from .push import TokenResult, TokenState, collapse_id, parse_retry_after
@@ -158,15 +159,13 @@ class FcmClient:
             # httpx's timeouts are per phase (connect, each read...); this bounds the
             # whole. It is longer than httpx's own, so that a read timeout (which drops
             # the connection) comes first: a trio cancellation leaves it in the pool.
-            with trio.move_on_after(self._timeout_s * DEADLINE_FACTOR):
+            with trio.move_on_after(send_deadline_s(self._timeout_s)):
                 return await self._http.post(self.send_url, content=body, headers=headers)
         raise _Deadline
 
 
 MAX_TTL_S = 28 * 24 * 3600
 """FCM's longest ``ttl`` (28 days); a later ``expires_at`` is cut to it."""
-DEADLINE_FACTOR = 1.5
-"""The trio deadline of one send, in units of ``timeout_s`` (see :meth:`FcmClient._post`)."""
 
 
 class _Deadline(Exception):

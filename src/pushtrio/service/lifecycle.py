@@ -23,6 +23,7 @@ from typing import Any, BinaryIO
 import trio
 
 from .. import __version__
+from ..budgets import TimeBudgets
 from ..config import Settings
 from ..contract.errors import BackendError
 from ..contract.records import Record
@@ -40,13 +41,13 @@ from ..sinks.events import BreakerEvent, EventHub, TokenPrunedEvent
 from ..sinks.metrics import Metrics
 from ..sinks.outcome_log import OutcomeJournal, OutcomeLogger
 from ..source import batch_size_for
-from ..source.kafka.letters import replayer_for
 from ..stores.devices import Device
 from ..web import AppHandles, WebOptions
 from ..web.server import serve_web
 from .backends import Backends, delay_topics, open_backends
 from .guards import RETRY_MAX_S, await_backends, release_while_refused
 from .health import health_document
+from .replay import replayer_for
 
 log = logging.getLogger("pushtrio.service")
 
@@ -64,7 +65,7 @@ def web_options(settings: Settings) -> WebOptions:
     )
 
 
-def real_provider_options(settings: Settings) -> RealProviderOptions:
+def real_provider_options(settings: Settings, budgets: TimeBudgets) -> RealProviderOptions:
     """What the real providers need of the settings."""
     return RealProviderOptions(
         fcm_credentials_file=settings.fcm_credentials_file,
@@ -75,7 +76,7 @@ def real_provider_options(settings: Settings) -> RealProviderOptions:
         apns_topic=settings.apns_topic,
         apns_endpoint=settings.apns_endpoint,
         apns_ca_file=settings.apns_ca_file,
-        timeout_s=settings.provider_timeout_s,
+        budgets=budgets,
     )
 
 
@@ -88,6 +89,8 @@ class Service:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.budgets = TimeBudgets.from_provider_timeout(settings.provider_timeout_s)
+        """Every wait derived from PROVIDER_TIMEOUT, for the providers and the pipeline."""
         self.hub = EventHub()
         self._files = ExitStack()
         self.providers = build_providers(
@@ -102,7 +105,7 @@ class Service:
         """Delivery to device tokens, when a real provider is configured."""
         if settings.real_providers:
             self.providers, self.devices = build_device_providers(
-                self.providers, real_provider_options(settings), self._token_pruned
+                self.providers, real_provider_options(settings, self.budgets), self._token_pruned
             )
         self.breakers = build_breakers(
             self.providers,
@@ -277,7 +280,7 @@ class Service:
                 worker_count=settings.worker_count,
                 batch_size=batch_size_for(settings.max_queue_size),
                 max_in_flight=max(settings.worker_count, settings.max_queue_size),
-                provider_timeout_s=settings.provider_timeout_s,
+                provider_timeout_s=self.budgets.provider_call_s,
                 dlq_topic=settings.dlq_topic,
             ),
             limiter=backends.limiter,
@@ -289,7 +292,7 @@ class Service:
                     defer=settings.rate_limit_policy == "defer",
                     defer_max_s=settings.defer_max_s,
                     max_park_s=settings.breaker_max_park_s,
-                    probe_wait_s=settings.provider_timeout_s,
+                    probe_wait_s=self.budgets.probe_wait_s,
                 )
             ),
             breakers=self.breakers,

@@ -6,18 +6,17 @@ When the channel to the workers is full it keeps the rest, pauses its partitions
 and keeps polling, so ``max_poll_interval_ms`` never expires and the
 group keeps the member; it resumes once everything is handed over.
 
-Rebalances: kafka-python 3.0 runs the listener on its I/O thread. On revoke (or
-loss) the listener commits what is settled with ``commit_async`` and drops the
-partition's state, so late results of its in-flight records are ignored (their
-new owner re-reads them; dedup stops double delivery). On assign it only queues the
-partitions: the reader thread seeks each to its committed offset, because with eager
-assignors a re-assigned partition keeps its old fetch position.
+Rebalances are handled by .rebalance: on revoke the listener commits what is settled
+and drops the partitions' state; on assign it queues the partitions, which the
+reader thread seeks to their committed offsets.
+
+What /health shows of the reader (connected, paused, its last error) is one
+:class:`~.status.ReaderStatus`.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Sequence
@@ -25,7 +24,6 @@ from typing import Any
 
 import trio
 from kafka import TopicPartition
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
@@ -38,6 +36,9 @@ from .fetcher_fix import release_parked
 from .held import HeldRecords
 from .membership import Membership
 from .monitor import GroupMonitor
+from .polled import offsets_by_partition, to_records
+from .rebalance import Assignments, Listener
+from .status import ErrorKind, ReaderError, ReaderStatus
 
 log = logging.getLogger(__name__)
 
@@ -52,23 +53,6 @@ ERROR_PAUSE_S = 0.5
 CLOSE_GRACE_S = 5.0
 """How long shutdown waits for the reader thread's final commit and close before
 abandoning it (a thread stuck inside kafka-python must not keep the process alive)."""
-
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, source: KafkaSource) -> None:
-        self._source = source
-
-    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        self._source.membership.assignment_changed()
-        self._source._on_revoked(revoked, commit=True)
-
-    def on_partitions_lost(self, lost: list[TopicPartition]) -> None:
-        self._source.membership.assignment_changed()
-        self._source._on_revoked(lost, commit=False)
-
-    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        self._source.membership.assignment_changed()
-        self._source._assigned.put(list(assigned))
 
 
 class KafkaSource:
@@ -91,18 +75,14 @@ class KafkaSource:
         self._group = group
         self.batch_size = batch_size
         self.tracker = OffsetTracker()
-        self._assigned: queue.SimpleQueue[list[TopicPartition]] = queue.SimpleQueue()
+        self._assignments = Assignments(self.tracker)
         self._consumer: Any = None
         self.monitor = GroupMonitor(brokers, topic, group, delay_topics=delay_topics)
         self._intake_stopped = threading.Event()
         self._closing = threading.Event()
-        self._connected = False
-        self._last_error = ""
-        self._paused = False
+        self.status = ReaderStatus()
         self.stuck = StuckPartitions()
-        self.membership = Membership(
-            [topic, *delay_topics], group, self.monitor, lambda: _Listener(self)
-        )
+        self.membership = Membership([topic, *delay_topics], group, self.monitor, self._listener)
         self.loop_at = time.monotonic()
         """When the reader thread last went round its loop (monotonic seconds)."""
 
@@ -172,13 +152,24 @@ class KafkaSource:
                 self.held.add_topics(stray)
                 self.membership.add_topics(stray)
             consumer = new_consumer(self._brokers, self._group, max_poll_records=self.batch_size)
-            consumer.subscribe(self.membership.topics, listener=_Listener(self))
+            consumer.subscribe(self.membership.topics, listener=self._listener())
         except KafkaError as exc:
-            self._last_error = f"cannot reach Kafka at {','.join(self._brokers)}: {describe(exc)}"
-            raise BackendError(self._last_error) from exc
-        self._connected = True
-        self._last_error = ""
+            error = self.status.fail(
+                ErrorKind.CONNECT,
+                f"cannot reach Kafka at {','.join(self._brokers)}: {describe(exc)}",
+            )
+            raise BackendError(error.message) from exc
+        self.status.connected = True
+        self.status.error = None
         return consumer
+
+    def _listener(self) -> Listener:
+        return Listener(
+            self.tracker,
+            self._assignments,
+            changed=self.membership.assignment_changed,
+            consumer=lambda: self._consumer,
+        )
 
     def _offer(self, pending: list[Record]) -> int:
         """Runs in trio: put as many records as the channel holds; return how many went.
@@ -207,7 +198,7 @@ class KafkaSource:
         return done
 
     def _register(self, records: list[Record]) -> None:
-        for (topic, partition, epoch), offsets in _offsets_by_partition(records).items():
+        for (topic, partition, epoch), offsets in offsets_by_partition(records).items():
             self.tracker.hand_out((topic, partition), epoch, offsets)
 
     def release(self) -> None:
@@ -230,7 +221,7 @@ class KafkaSource:
         self._closing.set()
 
     def settle(self, records: Sequence[Record]) -> None:
-        for (topic, partition, epoch), offsets in _offsets_by_partition(records).items():
+        for (topic, partition, epoch), offsets in offsets_by_partition(records).items():
             self.tracker.settle((topic, partition), epoch, offsets)
 
     def in_flight(self) -> int:
@@ -241,39 +232,27 @@ class KafkaSource:
 
     def health(self) -> dict[str, Any]:
         assigned = {p for t, p in self.tracker.assigned() if t == self._topic}
-        errors = [self._last_error] if self._last_error else []
+        status = self.status
+        error = status.error
+        errors = [error.message] if error else []
         errors += self.monitor.problems(assigned, STALL_AFTER_S) + self.stuck.problems()
         since_loop = time.monotonic() - self.loop_at
-        if self._connected and since_loop > READER_STUCK_S:
+        if status.connected and since_loop > READER_STUCK_S:
             errors.append(f"reader thread stuck in the Kafka client for {since_loop:.0f}s")
         if self.membership.released and self.monitor.topic_exists:
             errors.append(f"left the consumer group {self._group} (see workers)")
         return {
-            "healthy": self._connected and not errors,
+            "healthy": status.connected and not errors,
             "brokers": ",".join(self._brokers),
             "topic": self._topic,
             "group": self._group,
             "assigned_partitions": sorted(assigned),
-            "paused": self._paused,
+            "paused": status.paused,
             "delayed_held": len(self.held),
             "lag": self.monitor.lag(),
             "stuck_partitions": self.stuck.report(),
             "error": "; ".join(errors) or None,
         }
-
-    # -- rebalance callbacks (kafka-python's I/O thread) ----------------------------
-
-    def _on_revoked(self, partitions: list[TopicPartition], *, commit: bool) -> None:
-        final = self.tracker.revoke((tp.topic, tp.partition) for tp in partitions)
-        log.info("partitions revoked: %s", sorted(tp.partition for tp in partitions))
-        if commit and final:
-            offsets = {
-                TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in final.items()
-            }
-            try:
-                self._consumer.commit_async(offsets)
-            except KafkaError as exc:
-                log.warning("commit on revoke failed (records will be re-read): %s", exc)
 
     # -- the reader thread -------------------------------------------------------------
 
@@ -283,48 +262,8 @@ class KafkaSource:
         last_commit = 0.0
         try:
             while not self._closing.is_set():
-                # Leave, join or rejoin the group (see .membership); what is pending
-                # belongs to partitions being revoked.
-                if self.membership.update(consumer):
-                    pending.clear()
-                if self.membership.released:
-                    self.loop_at = time.monotonic()
-                    self._closing.wait(ERROR_PAUSE_S)
+                if not self._round(consumer, token, pending):
                     continue
-                self._apply_assignments(consumer, pending)
-                self.loop_at = time.monotonic()
-                release_parked(consumer)  # see .fetcher_fix
-                try:
-                    records = consumer.poll(timeout_ms=POLL_TIMEOUT_MS)
-                except DECODE_ERRORS as exc:
-                    if not self.stuck.stop(consumer, exc):
-                        self._last_error = f"cannot decode a record batch: {describe(exc)}"
-                        self._closing.wait(ERROR_PAUSE_S)
-                    continue
-                except KafkaError as exc:
-                    # The broker is away: report it, keep the member alive, try again.
-                    self._last_error = f"poll failed: {describe(exc)}"
-                    log.warning("poll failed (retrying): %s", describe(exc))
-                    self._closing.wait(ERROR_PAUSE_S)
-                    continue
-                if self._last_error.startswith("poll failed"):
-                    self._last_error = ""
-                if not records and not pending and not consumer.assignment():
-                    # With no partitions (a topic gone, a group still forming)
-                    # kafka-python can return at once: never spin on it.
-                    spare = POLL_TIMEOUT_MS / 1000 - (time.monotonic() - self.loop_at)
-                    if spare > 0:
-                        self._closing.wait(spare)
-                self.stuck.retry(consumer, records, resume=not self._paused)
-                fresh = self._apply_assignments(consumer, pending)
-                if not self._intake_stopped.is_set():
-                    pending.extend(self.held.hold(self._to_records(records, fresh)))
-                    pending.extend(self.held.release_due())
-                    pending = self._hand_over(consumer, token, pending)
-                elif not self._paused:
-                    pending.clear()
-                    self.held.clear()
-                    self._pause(consumer, True)
                 now = time.monotonic()
                 if now - last_commit >= COMMIT_INTERVAL_S:
                     self._commit(consumer)
@@ -332,7 +271,7 @@ class KafkaSource:
         except trio.RunFinishedError:
             log.warning("trio run finished under the Kafka reader; closing")
         except Exception as exc:
-            self._last_error = describe(exc)
+            self.status.fail(ErrorKind.CRASH, describe(exc))
             log.exception("Kafka reader failed")
             raise
         finally:
@@ -340,63 +279,82 @@ class KafkaSource:
                 self._commit(consumer)
             finally:
                 consumer.close(autocommit=False)
-                self._connected = False
+                self.status.connected = False
 
-    def _apply_assignments(self, consumer: Any, pending: list[Record]) -> set[tuple[str, int]]:
-        """Start new epochs for newly assigned partitions and seek them to their commits."""
-        fresh: set[tuple[str, int]] = set()
-        while True:
-            try:
-                assigned = self._assigned.get_nowait()
-            except queue.Empty:
-                break
-            for tp in assigned:
-                self.tracker.assign((tp.topic, tp.partition))
-                try:
-                    committed = consumer.committed(tp, timeout_ms=CALL_TIMEOUT_MS)
-                except KafkaError as exc:
-                    # Without it the consumer resumes from its own fetch position,
-                    # which is the committed offset for a partition new to it.
-                    log.warning("no committed offset for %s (not seeking): %s", tp, exc)
-                    fresh.add((tp.topic, tp.partition))
-                    continue
-                if committed is None:
-                    consumer.seek_to_beginning(tp)
-                else:
-                    consumer.seek(tp, committed)
-                fresh.add((tp.topic, tp.partition))
-            pending[:] = [r for r in pending if (r.topic, r.partition) not in fresh]
-            self.held.forget(fresh)
-            log.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
-            if self._paused and assigned:
-                consumer.pause(*assigned)
+    def _round(self, consumer: Any, token: trio.lowlevel.TrioToken, pending: list[Record]) -> bool:
+        """One turn of the reader loop: poll, then hand what it read to the workers.
+
+        ``pending`` holds what the workers could not take yet; it is updated in place.
+        False when it read nothing (out of the group, or the poll failed): the loop
+        then goes round again without a commit.
+        """
+        # Leave, join or rejoin the group (see .membership); what is pending
+        # belongs to partitions being revoked.
+        if self.membership.update(consumer):
+            pending.clear()
+        if self.membership.released:
+            self.loop_at = time.monotonic()
+            self._closing.wait(ERROR_PAUSE_S)
+            return False
+        self.loop_at = time.monotonic()
+        release_parked(consumer)  # see .fetcher_fix
+        records = self._poll(consumer)
+        # The round's one assignment step. The group's join, and so the listener's
+        # assign, runs inside ``poll``; hence right after it, failed or not, so that
+        # the partitions are sought before the next poll fetches from them. What this
+        # poll returned of them may come from a stale fetch position: it is dropped
+        # (``fresh``) and read again from the committed offset.
+        fresh = self._take_assignments(consumer, pending)
+        if records is None:
+            return False
+        if not records and not pending and not consumer.assignment():
+            # With no partitions (a topic gone, a group still forming)
+            # kafka-python can return at once: never spin on it.
+            spare = POLL_TIMEOUT_MS / 1000 - (time.monotonic() - self.loop_at)
+            if spare > 0:
+                self._closing.wait(spare)
+        self.stuck.retry(consumer, records, resume=not self.status.paused)
+        if not self._intake_stopped.is_set():
+            pending.extend(self.held.hold(to_records(records, fresh, self.tracker.epoch)))
+            pending.extend(self.held.release_due())
+            pending[:] = self._hand_over(consumer, token, pending)
+        elif not self.status.paused:
+            pending.clear()
+            self.held.clear()
+            self._pause(consumer, True)
+        return True
+
+    def _poll(self, consumer: Any) -> dict[Any, list[Any]] | None:
+        """One poll's records; None when it failed (reported, and waited out unless
+        the partition of an undecodable batch could be stopped)."""
+        try:
+            records: dict[Any, list[Any]] = consumer.poll(timeout_ms=POLL_TIMEOUT_MS)
+        except DECODE_ERRORS as exc:
+            if not self.stuck.stop(consumer, exc):
+                self.status.fail(ErrorKind.DECODE, f"cannot decode a record batch: {describe(exc)}")
+                self._closing.wait(ERROR_PAUSE_S)
+            return None
+        except KafkaError as exc:
+            # The broker is away: report it, keep the member alive, try again.
+            self.status.fail(ErrorKind.POLL, f"poll failed: {describe(exc)}")
+            log.warning("poll failed (retrying): %s", describe(exc))
+            self._closing.wait(ERROR_PAUSE_S)
+            return None
+        self.status.clear(ErrorKind.POLL)
+        return records
+
+    def _take_assignments(self, consumer: Any, pending: list[Record]) -> set[tuple[str, int]]:
+        """Apply the partitions assigned since the last round (see .rebalance); drop
+        what is pending or held of them, since they are read again. Returns them."""
+        assigned = self._assignments.apply(consumer)
+        if not assigned:
+            return set()
+        fresh = {(tp.topic, tp.partition) for tp in assigned}
+        pending[:] = [r for r in pending if (r.topic, r.partition) not in fresh]
+        self.held.forget(fresh)
+        if self.status.paused:
+            consumer.pause(*assigned)
         return fresh
-
-    def _to_records(
-        self, records: dict[Any, list[Any]], skip: set[tuple[str, int]]
-    ) -> list[Record]:
-        """One poll's records, all partitions together; each partition's in offset order."""
-        converted: list[Record] = []
-        for tp, polled in records.items():
-            if (tp.topic, tp.partition) in skip or not polled:
-                continue
-            epoch = self.tracker.epoch((tp.topic, tp.partition))
-            if epoch is None:
-                continue
-            converted.extend(
-                Record(
-                    r.topic,
-                    r.partition,
-                    r.offset,
-                    r.value,
-                    r.timestamp,
-                    r.key,
-                    epoch,
-                    tuple(r.headers) if r.headers else (),
-                )
-                for r in polled
-            )
-        return converted
 
     def _hand_over(
         self, consumer: Any, token: trio.lowlevel.TrioToken, pending: list[Record]
@@ -405,9 +363,9 @@ class KafkaSource:
             taken = trio.from_thread.run_sync(self._offer, pending, trio_token=token)
             pending = pending[taken:]
         want_pause = bool(pending)
-        if want_pause != self._paused:
+        if want_pause != self.status.paused:
             self._pause(consumer, want_pause)
-        elif not self._paused:
+        elif not self.status.paused:
             self._hold_back(consumer)
         return pending
 
@@ -421,7 +379,7 @@ class KafkaSource:
                 *(tp for tp in partitions if (tp.topic, tp.partition) not in self.stuck)
             )
             self._hold_back(consumer)
-        self._paused = pause
+        self.status.paused = pause
         log.debug("partitions %s", "paused" if pause else "resumed")
 
     def _hold_back(self, consumer: Any) -> None:
@@ -441,8 +399,7 @@ class KafkaSource:
         # callback's own commit: committing it here could move it backwards.
         ready = {tp: o for tp, o in self.tracker.committable().items() if tp in assigned}
         if not ready:
-            if self._last_error.startswith("commit failed"):
-                self._last_error = ""
+            self.status.clear(ErrorKind.COMMIT)
             return
         offsets = {
             TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in ready.items()
@@ -451,17 +408,12 @@ class KafkaSource:
             consumer.commit(offsets, timeout_ms=CALL_TIMEOUT_MS)
         except KafkaError as exc:
             message = describe(exc)
-            if self._last_error != f"commit failed: {message}":
+            error = ReaderError(ErrorKind.COMMIT, f"commit failed: {message}")
+            if self.status.error != error:
                 log.warning("commit failed (will retry): %s", message)
-            self._last_error = f"commit failed: {message}"
+            self.status.error = error
             return
-        self._last_error = ""
+        # The brokers took a commit: whatever failed before (a poll, a batch that could
+        # not be decoded) is reported no more.
+        self.status.error = None
         self.tracker.mark_committed(ready)
-
-
-def _offsets_by_partition(records: Sequence[Record]) -> dict[tuple[str, int, int], list[int]]:
-    """Offsets grouped by (topic, partition, epoch), each group in the records' order."""
-    groups: dict[tuple[str, int, int], list[int]] = {}
-    for record in records:
-        groups.setdefault((record.topic, record.partition, record.epoch), []).append(record.offset)
-    return groups
