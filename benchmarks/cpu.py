@@ -51,6 +51,10 @@ class CpuMeter:
             return _process_s(self._service)
         return 0.0
 
+    def service_seconds(self) -> float:
+        """CPU seconds (user + system) the service has used since it started."""
+        return self._service_s()
+
     def restart(self) -> None:
         self._wall = time.perf_counter()
         self._service_base = self._service_s()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +47,11 @@ class ThroughputResult:
     cpu: CpuFigures
     """From process start to committed offsets == end offsets."""
     settings: dict[str, str]
+    cpu_us_total: float = 0.0
+    """Service CPU per record, process start to committed offsets == end offsets."""
+    cpu_us_processing: float = 0.0
+    """Service CPU per record from the first outcome on (start-up excluded): the CPU
+    spent after the first outcome was seen, over the records that had none then."""
 
 
 def run_throughput(
@@ -96,7 +101,10 @@ def serve_through(
     total = sum(ends.values())
     task = bench.progress.add_task(f"{phase}: serve", total=total)
     with bench.start_serve(phase, topic, group, overrides) as serve:
-        finished_wall = _wait_committed(bench, serve, (group, topic), ends, task, timeout_s)
+        first = _FirstOutcome(serve)
+        finished_wall = _wait_committed(
+            bench, serve, (group, topic), ends, task, timeout_s, first.look
+        )
         if until_outcomes:
             finished_wall = _wait_outcomes(bench, serve, total, task, timeout_s)
         final_metrics: dict[str, Any] = {}
@@ -105,6 +113,7 @@ def serve_through(
             final_metrics = httpx.get(f"{url}/metrics", timeout=10).json()
         memory = serve.rss.figures()
         cpu = serve.cpu.figures()
+        cpu_s = serve.cpu.service_seconds()
         settings = reported_settings(serve.env)
     outcomes = OutcomeTail(serve.outcome_log).read_new()
     if not outcomes:
@@ -124,8 +133,33 @@ def serve_through(
         memory=memory,
         cpu=cpu,
         settings=settings,
+        cpu_us_total=1e6 * cpu_s / max(total, 1),
+        cpu_us_processing=first.cpu_us_after(cpu_s, total),
     )
     return ServedRun(result, outcomes, final_metrics)
+
+
+class _FirstOutcome:
+    """The service's CPU seconds and outcomes logged when the first outcome shows up."""
+
+    def __init__(self, serve: MeasuredServe) -> None:
+        self._serve = serve
+        self.cpu_s: float | None = None
+        self.outcomes = 0
+
+    def look(self) -> None:
+        """Called at every poll until the first outcome is seen."""
+        if self.cpu_s is not None or not self._serve.outcome_log.exists():
+            return
+        seen = count_lines(self._serve.outcome_log)
+        if seen:
+            self.cpu_s, self.outcomes = self._serve.cpu.service_seconds(), seen
+
+    def cpu_us_after(self, cpu_s: float, total: int) -> float:
+        """CPU microseconds per record handled after the first outcome was seen."""
+        if self.cpu_s is None or total <= self.outcomes:
+            return 0.0
+        return 1e6 * (cpu_s - self.cpu_s) / (total - self.outcomes)
 
 
 def _wait_outcomes(
@@ -151,13 +185,15 @@ def _wait_committed(
     ends: Mapping[int, int],
     task: TaskID,
     timeout_s: float,
+    each_poll: Callable[[], None] = lambda: None,
 ) -> float:
     """Poll the commits of ``reader`` (group, topic) until every partition reaches its
-    end; return wall time."""
+    end, calling ``each_poll`` at each; return wall time."""
     deadline = time.perf_counter() + timeout_s
     committed: dict[int, int] = {}
     while time.perf_counter() < deadline:
         serve.check_alive()
+        each_poll()
         committed = bench.kafka.committed(*reader)
         done = sum(min(committed.get(p, 0), end) for p, end in ends.items())
         bench.progress.update(task, completed=done)

@@ -133,6 +133,14 @@ def _throughput_rows(phase: Mapping[str, Any], ceiling: Mapping[str, Any] | None
         rows.append((f"outcome {event}", fmt_share(int(count), total), ""))
     if "cpu" in phase:
         rows.append(cpu_row(phase["cpu"]))
+    if phase.get("cpu_us_processing"):
+        rows.append(
+            (
+                "service CPU per notification (excl. / incl. start-up)",
+                f"{phase['cpu_us_processing']:.1f} us / {phase['cpu_us_total']:.1f} us",
+                "",
+            )
+        )
     memory = phase["memory"]
     rows.append(
         (
