@@ -10,6 +10,8 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 
 @dataclass(frozen=True, slots=True)
 class DeviceCounts:
@@ -40,8 +42,7 @@ class OutcomeKind(enum.StrEnum):
         return self in (OutcomeKind.FAILED, OutcomeKind.INVALID)
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(msgspec.Struct, frozen=True, gc=False):
     """The single result of processing one record, published as a live event."""
 
     event: OutcomeKind

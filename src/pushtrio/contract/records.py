@@ -7,9 +7,9 @@ publishes); no I/O here and no pushtrio imports, so every layer imports it downw
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
+import msgspec
 import orjson
 
 Headers = list[tuple[str, bytes]]
@@ -17,8 +17,7 @@ Message = tuple[bytes | None, bytes | None, Headers]
 """What a publisher writes: key, value (None is a tombstone) and headers."""
 
 
-@dataclass(slots=True, frozen=True)
-class Record:
+class Record(msgspec.Struct, frozen=True, gc=False):
     """One record read from the topic; ``epoch`` ties it to one assignment of its partition."""
 
     topic: str
