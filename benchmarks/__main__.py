@@ -29,6 +29,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import trio
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -43,6 +44,7 @@ from pushtrio.cli.produce import ProduceOptions, generate
 from . import report
 from .ceiling import measure_ceiling
 from .context import Bench
+from .dedup_fresh import measure_fresh
 from .delays import DEFER_PER_USER, DEFER_USERS, run_defer, run_outage
 from .environment import Services, kafka_addr, machine_info, redis_addr
 from .kafka_io import Kafka
@@ -52,7 +54,7 @@ from .providers import run_providers
 from .serve import BenchmarkError
 from .stats import rate_limit_for_third
 
-PHASES = ("ceiling", "pipeline", "mix", "latency", "outage", "defer", "providers")
+PHASES = ("ceiling", "pipeline", "mix", "latency", "outage", "defer", "providers", "dedup")
 OUTAGE_MESSAGES = 50_000
 PROVIDER_MESSAGES = 20_000
 QUICK_PROVIDER_MESSAGES = 5_000
@@ -235,6 +237,19 @@ def run_phases(bench: Bench, args: argparse.Namespace, doc: dict[str, Any]) -> N
         console.print(
             f"defer: {deferral.outcomes} in {report.fmt_s(deferral.seconds)}, "
             f"at most {deferral.most_in_a_window} per user in a window"
+        )
+    if "dedup" in args.phases:
+        fresh = trio.run(measure_fresh)
+        doc["dedup"] = [
+            {**asdict(store), "bytes_per_id": {str(n): b for n, b in store.bytes_per_id.items()}}
+            for store in fresh
+        ]
+        console.print(
+            "dedup, fresh store: "
+            + ", ".join(
+                f"{store.rate:,.0f}/s {store.bytes_per_id[max(store.bytes_per_id)]:.1f} B/id"
+                for store in fresh
+            )
         )
     if "providers" in args.phases:
         providers = run_providers(bench, args.provider_messages)

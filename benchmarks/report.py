@@ -196,6 +196,19 @@ def sections(doc: Doc) -> list[tuple[str, list[Row]]]:
                 _throughput_rows(phase, None),
             )
         )
+    if "dedup" in doc:
+        rows: list[Row] = []
+        for store in doc["dedup"]:
+            figures = {int(k): v for k, v in store["bytes_per_id"].items()}
+            rows.append(
+                (
+                    f"{store['rate']:,.0f} ids/s: bytes per id after "
+                    + " / ".join(f"{n:,}" for n in sorted(figures)),
+                    " / ".join(f"{figures[n]:.1f}" for n in sorted(figures)),
+                    f"<= 40 ({_mark(max(figures.values()) <= 40)})",
+                )
+            )
+        out.append(("Dedup: Redis memory of a fresh store (24 h TTL)", rows))
     if "latency" in doc:
         latency = doc["latency"]
         title = "4. Latency: record CreateTime to outcome, 5 ms providers"

@@ -14,7 +14,14 @@ import trio
 import pushtrio.stores.dedup
 from pushtrio.contract.errors import BackendError
 from pushtrio.stores.dedup import DedupStore, RedisDedup
-from pushtrio.stores.dedup_layout import TARGET_IDS_PER_SET, BucketLayout, digest, shard_of
+from pushtrio.stores.dedup_layout import (
+    TARGET_IDS_PER_SET,
+    BucketLayout,
+    digest,
+    level_bits,
+    level_for,
+    shard_of,
+)
 from pushtrio.stores.redis_client import connect, execute_many
 
 from ..support.ports import closed_port
@@ -96,7 +103,8 @@ async def test_keys_are_sets_and_a_hash_that_expire_with_their_bucket(client: re
     bits = int(client.hget(meta, "bits") or -1)
     assert int(client.hget(meta, "ids") or -1) == 300
     sets = [key for key in keys if key != meta]
-    assert 0 < len(sets) <= min(300, 2**bits)
+    assert bits == 0  # a fresh store: one set at level 0, 32 at level 1 (past 128 ids)
+    assert 0 < len(sets) <= 2 ** level_bits(bits, level_for(300, bits))
     assert all(key.startswith(meta + b":") for key in sets)
     assert sum(client.scard(key) for key in sets) == 300
     assert {client.object("encoding", key) for key in sets} == {b"intset"}
@@ -273,6 +281,31 @@ async def test_sets_stay_compact_at_the_target_fill(client: redis.Redis) -> None
     sets = [key for key in keys_of(client, layout, bucket) if key != layout.meta_key(bucket)]
     assert len(sets) == 16
     assert {client.object("encoding", key) for key in sets} == {b"intset"}
+
+
+async def test_a_fresh_store_grows_levels_and_stays_small(client: redis.Redis) -> None:
+    """From one set, the levels follow the count: every id is found (also by an
+    instance that has seen no count yet), sets stay intsets, keys stay few."""
+    clock = FakeClock()
+    writer = RedisDedup(client, ttl_s=HOUR_S, clock=clock)
+    layout = writer.layout
+    bucket = layout.bucket_of(int(clock.now * 1000))
+    ids = [f"quiet-{n}" for n in range(20_000)]
+    with trio.fail_after(DEADLINE_S):
+        for start in range(0, len(ids), 500):
+            await writer.remember_many(ids[start : start + 500])
+        reader = RedisDedup(client, ttl_s=HOUR_S, clock=clock)
+        assert await reader.seen_many([*ids[::97], "never"]) == [True] * len(ids[::97]) + [False]
+    meta = layout.meta_key(bucket)
+    assert client.hget(meta, "bits") == b"0"  # no cold-start guess
+    sets = [key for key in keys_of(client, layout, bucket) if key != meta]
+    # dedup:<w>:<b>:<shard> at level 0, dedup:<w>:<b>:<level>:<shard> above; the
+    # first batch (500 ids) is already past level 0's one set.
+    levels = {int(key.split(b":")[3]) if key.count(b":") == 4 else 0 for key in sets}
+    assert levels == {1, 2}
+    assert len(sets) <= len(ids) // 16
+    assert {client.object("encoding", key) for key in sets} == {b"intset"}
+    assert sum(client.scard(key) for key in sets) == len(ids)
 
 
 async def test_empty_batches_and_lifecycle(client: redis.Redis) -> None:

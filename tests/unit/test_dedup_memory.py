@@ -14,12 +14,14 @@ from pushtrio.stores.dedup import DedupStore, MemoryDedup
 from pushtrio.stores.dedup_layout import (
     BUCKETS_PER_TTL,
     CLOCK_MARGIN_S,
-    COLD_START_RATE_PER_S,
+    LEVEL_STEP_BITS,
     MAX_SHARD_BITS,
     TARGET_IDS_PER_SET,
     BucketLayout,
     bits_for_volume,
     digest,
+    level_bits,
+    level_for,
     shard_of,
 )
 
@@ -221,9 +223,9 @@ def test_proposals_follow_the_volume() -> None:
     layout = BucketLayout.for_ttl(86_400.0, 5.0, 2)
     width = layout.width_ms
     now = 1000 * width + width // 10  # early in bucket 1000
-    cold = bits_for_volume(COLD_START_RATE_PER_S * width / 1000)
-    assert layout.propose_bits(1000, now, {}) == cold
-    assert layout.propose_bits(1000, now, {998: 0, 999: 0}) == cold
+    # A fresh store starts with one set; levels grow from there.
+    assert layout.propose_bits(1000, now, {}) == 0
+    assert layout.propose_bits(1000, now, {998: 0, 999: 0}) == 0
     assert layout.propose_bits(1000, now, {999: 128 * 2**10}) == 10
     assert layout.propose_bits(1000, now, {998: 128 * 2**12, 999: 128 * 2**10}) == 12
     assert layout.propose_bits(1000, now, {997: 128 * 2**15, 999: 128}) == 0
@@ -234,8 +236,37 @@ def test_proposals_follow_the_volume() -> None:
     assert layout.propose_bits(1001, half, {999: 128, 1000: 128 * 2**8}) == 9
 
 
+def test_levels_follow_the_count() -> None:
+    target = TARGET_IDS_PER_SET
+    assert [level_for(n, 0) for n in (0, 1, target)] == [0, 0, 0]
+    # Past one set's worth, the next level has 2**LEVEL_STEP_BITS sets...
+    assert level_for(target + 1, 0) == 1
+    assert level_for(target * 2**LEVEL_STEP_BITS, 0) == 1
+    assert level_for(target * 2**LEVEL_STEP_BITS + 1, 0) == 2
+    # ...and a bucket sized for its volume stays at level 0.
+    assert level_for(target * 2**10, 10) == 0
+    assert level_for(target * 2**10 + 1, 10) == 1
+    # The top level reaches MAX_SHARD_BITS and no further.
+    top = level_for(2**62, 0)
+    assert level_bits(0, top) == MAX_SHARD_BITS
+    assert level_bits(0, top - 1) < MAX_SHARD_BITS
+    assert level_bits(7, 0) == 7
+    assert level_bits(7, 1) == 7 + LEVEL_STEP_BITS
+
+
+def test_at_each_level_sets_stay_near_the_target() -> None:
+    """Ids written while a level is current fill its sets to at most the target."""
+    for base in (0, 3, 10):
+        for level in range(1, 4):
+            first = TARGET_IDS_PER_SET * 2 ** level_bits(base, level - 1) + 1
+            last = TARGET_IDS_PER_SET * 2 ** level_bits(base, level)
+            assert level_for(first, base) == level_for(last, base) == level
+            assert (last - first) / 2 ** level_bits(base, level) <= TARGET_IDS_PER_SET
+
+
 def test_key_names() -> None:
     layout = BucketLayout.for_ttl(3600.0, 5.0, 4)
     assert layout.meta_key(12) == b"dedup:900000:12"
     assert layout.set_key(12, 3) == b"dedup:900000:12:3"
+    assert layout.set_key(12, 3, level=2) == b"dedup:900000:12:2:3"
     assert layout.expire_at_ms(12) == 13 * 900_000 + HOUR_MS + 5000

@@ -22,7 +22,15 @@ from typing import Any, Protocol
 import redis
 import trio
 
-from .dedup_layout import BUCKETS_PER_TTL, CLOCK_MARGIN_S, KEY_PREFIX, BucketLayout, digest
+from .dedup_layout import (
+    BUCKETS_PER_TTL,
+    CLOCK_MARGIN_S,
+    KEY_PREFIX,
+    BucketLayout,
+    digest,
+    level_bits,
+    level_for,
+)
 from .redis_client import execute_many, raise_first_error, run_redis
 
 Command = tuple[bytes | int, ...]
@@ -140,10 +148,12 @@ class RedisDedup:
     def _seen(self, ids: list[str]) -> list[bool]:
         digests = [digest(i) for i in ids]
         members = [b"%d" % member for member, _ in digests]
+        n = len(ids)
         for _ in range(LAYOUT_ATTEMPTS):
             now_ms = self._now_ms()
             buckets = self.layout.live_buckets(now_ms)
             bits = self._bits_for(buckets, now_ms)
+            levels = self._levels(buckets, bits)
             # A write that changes nothing (HINCRBY by 0) but is refused, like any
             # record, by a Redis out of memory: the look-up fails then, so nothing
             # gets delivered that could not be recorded.
@@ -153,20 +163,24 @@ class RedisDedup:
                 (b"HINCRBY", meta, b"ids", 0),
                 (b"PEXPIREAT", meta, self.layout.expire_at_ms(current)),
             ]
-            commands += [(b"HMGET", self.layout.meta_key(b), b"bits", b"ids") for b in buckets]
-            # One SISMEMBER per id and bucket: cheaper to build and parse than
+            # One SISMEMBER per id, bucket and level: cheaper to build and parse than
             # grouping the ids that share a set, which is rare at any real volume.
             for bucket in buckets:
-                prefix, shift = self.layout.meta_key(bucket) + b":", 64 - bits[bucket]
-                commands += [
-                    (b"SISMEMBER", b"%s%d" % (prefix, source >> shift), member)
-                    for member, (_, source) in zip(members, digests, strict=True)
-                ]
+                for level in range(levels[bucket] + 1):
+                    prefix = self.layout.set_prefix(bucket, level)
+                    shift = 64 - level_bits(bits[bucket], level)
+                    commands += [
+                        (b"SISMEMBER", b"%s%d" % (prefix, source >> shift), member)
+                        for member, (_, source) in zip(members, digests, strict=True)
+                    ]
+            # The counts after the look-ups: a level an id was written to before its
+            # look-up shows in them (the writer counted before it wrote).
+            commands += [(b"HMGET", self.layout.meta_key(b), b"bits", b"ids") for b in buckets]
             replies = self._execute(commands)[2:]
-            metas, hits, n = replies[: len(buckets)], replies[len(buckets) :], len(ids)
-            per_bucket = [hits[k : k + n] for k in range(0, len(hits), n)]
-            seen = [any(row) for row in zip(*per_bucket, strict=True)]
-            if self._learn(buckets, bits, metas):
+            hits, metas = replies[: -len(buckets)], replies[-len(buckets) :]
+            rows = [hits[k : k + n] for k in range(0, len(hits), n)]
+            seen = [any(row) for row in zip(*rows, strict=True)]
+            if self._learn(buckets, bits, metas) and self._levels(buckets, bits) == levels:
                 return seen
         raise redis.RedisError(LAYOUT_UNSETTLED)
 
@@ -177,6 +191,8 @@ class RedisDedup:
             now_ms = self._now_ms()
             bucket = self.layout.bucket_of(now_ms)
             bits = self._bits_for([bucket], now_ms)[bucket]
+            with self._lock:
+                level = level_for(self._counts.get(bucket, 0) + added, bits)
             meta, expire_at_ms = self.layout.meta_key(bucket), self.layout.expire_at_ms(bucket)
             commands: list[Command] = [
                 (b"HSETNX", meta, b"bits", bits),
@@ -185,7 +201,8 @@ class RedisDedup:
                 (b"HGET", meta, b"bits"),
             ]
             groups: dict[bytes, list[bytes]] = {}
-            prefix, shift = meta + b":", 64 - bits
+            prefix = self.layout.set_prefix(bucket, level)
+            shift = 64 - level_bits(bits, level)
             for member, source in digests:
                 groups.setdefault(b"%s%d" % (prefix, source >> shift), []).append(b"%d" % member)
             for key, members in groups.items():
@@ -202,6 +219,11 @@ class RedisDedup:
             # its choice (the sets written above expire with the bucket, unread).
             added = 0
         raise redis.RedisError(LAYOUT_UNSETTLED)
+
+    def _levels(self, buckets: Iterable[int], bits: dict[int, int]) -> dict[int, int]:
+        """The highest level of each bucket, by the counts last read."""
+        with self._lock:
+            return {b: level_for(self._counts.get(b, 0), bits[b]) for b in buckets}
 
     def _prepare_next(self, bucket: int, now_ms: int) -> tuple[int, list[Command]] | None:
         """Proposed bits and commands fixing the next bucket's shards ahead of time.

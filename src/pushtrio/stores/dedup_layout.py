@@ -10,13 +10,23 @@ Redis set, ``dedup:<width_ms>:<bucket>:<shard>``:
   expires as a whole at ``(b + 1) * width_ms + ttl_ms + margin_ms``: at least the
   TTL after the last moment of the bucket, so an id is remembered for at least
   the TTL and at most one bucket (plus the margin) longer.
-- **Shards.** A bucket's ids are spread over ``2 ** bits`` sets by the other half
-  of the digest, so that each set holds about :data:`TARGET_IDS_PER_SET` integers
-  and stays an *intset* (a packed array of 8-byte integers, up to Redis's
+- **Shards and levels.** A bucket's ids are spread over sets by the other half of
+  the digest, so that each set holds about :data:`TARGET_IDS_PER_SET` integers and
+  stays an *intset* (a packed array of 8-byte integers, up to Redis's
   ``set-max-intset-entries``, 512 by default): about 9-11 bytes per id, where a key
-  per id costs about 120. ``bits`` is decided once per bucket, from the volume of
-  the buckets before it, and stored in the bucket's hash ``dedup:<width_ms>:<bucket>``
-  (fields ``bits`` and ``ids``, the count of ids recorded there).
+  per id costs about 120. The number of sets follows the volume the bucket actually
+  gets: its *base* ``bits`` (``2 ** bits`` sets at level 0, in
+  ``dedup:<width_ms>:<bucket>:<shard>``) is decided once, from the volume of the
+  buckets before it (0 when there were none: a fresh store starts with one set),
+  and stored in the bucket's hash ``dedup:<width_ms>:<bucket>`` (fields ``bits``
+  and ``ids``, the count of ids recorded there). When the count outgrows a level,
+  new ids go to the next level, :data:`LEVEL_STEP_BITS` more bits
+  (``dedup:<width_ms>:<bucket>:<level>:<shard>``); earlier levels keep their ids.
+  The level follows from the count alone, so every instance agrees; a look-up asks
+  every level up to the one of the count it last saw, and asks again if the count
+  it reads back says a higher level exists. A steady service sizes each bucket
+  from the one before and stays at level 0; a quiet or new one pays a few levels
+  instead of a thousand sets for a guess.
 - **Collisions.** Two ids share a remembered value only if their digests agree on
   64 bits *and* land in the same shard: a never-seen id is taken for a duplicate
   with a probability of (ids in the sets it is looked up in) / 2**64, about
@@ -48,10 +58,11 @@ TARGET_IDS_PER_SET = 128
 MAX_SHARD_BITS = 24
 """At most 16.7 million sets per bucket (2.1 billion ids at the target)."""
 
-COLD_START_RATE_PER_S = 1000.0
-"""The rate shards are sized for when the buckets before had no ids at all. A
-bucket sized below its volume overflows its intsets into hash tables (about 60
-bytes per id); one sized above it only spends more keys, never more than one per id."""
+LEVEL_STEP_BITS = 5
+"""Each level has 32 times the sets of the one below. Bigger steps mean fewer levels
+for a look-up to ask (at most 5 from one set to :data:`MAX_SHARD_BITS`); smaller ones
+fewer sets half empty when a level has just begun (measured with
+``python -m benchmarks.dedup_memory``)."""
 
 CLOCK_MARGIN_S = 5.0
 """Error allowed between instances' view of Redis's clock (and late commands)."""
@@ -70,6 +81,20 @@ def digest(message_id: str) -> tuple[int, int]:
     raw = hashlib.blake2b(message_id.encode("utf-8", "surrogatepass"), digest_size=16).digest()
     member, source = _HALVES.unpack(raw)
     return member, source
+
+
+def level_for(count: int, base_bits: int) -> int:
+    """The level of a bucket holding ``count`` ids whose level 0 has ``base_bits``."""
+    needed = bits_for_volume(count)
+    if needed <= base_bits:
+        return 0
+    top = max(0, math.ceil((MAX_SHARD_BITS - base_bits) / LEVEL_STEP_BITS))
+    return min(top, math.ceil((needed - base_bits) / LEVEL_STEP_BITS))
+
+
+def level_bits(base_bits: int, level: int) -> int:
+    """Shard bits of ``level`` in a bucket whose level 0 has ``base_bits``."""
+    return min(MAX_SHARD_BITS, base_bits + LEVEL_STEP_BITS * level) if level else base_bits
 
 
 def shard_of(shard_source: int, bits: int) -> int:
@@ -135,11 +160,11 @@ class BucketLayout:
         return (bucket + 1) * self.width_ms + self.ttl_ms + self.margin_ms
 
     def propose_bits(self, bucket: int, now_ms: int, counts: Mapping[int, int]) -> int:
-        """Shard bits to propose for ``bucket`` from the ids ``counts`` of known buckets.
+        """Base shard bits to propose for ``bucket`` from the ids ``counts`` of known buckets.
 
         Sized for the larger of the two buckets before it and the pace of a bucket
         still filling (once a quarter of it has passed), projected to a whole
-        bucket; for :data:`COLD_START_RATE_PER_S` when all of those are empty or
+        bucket; 0 (one set, levels grow from there) when all of those are empty or
         unknown. Only a proposal: the first one stored in Redis wins.
         """
         volume = float(max(counts.get(bucket - 1, 0), counts.get(bucket - 2, 0)))
@@ -148,28 +173,34 @@ class BucketLayout:
             elapsed = (now_ms - current * self.width_ms) / self.width_ms
             if elapsed >= 0.25:
                 volume = max(volume, counts[current] / elapsed)
-        if volume == 0:
-            volume = COLD_START_RATE_PER_S * self.width_ms / 1000
         return bits_for_volume(volume)
 
     def meta_key(self, bucket: int) -> bytes:
         """The hash of ``bucket``: its shard ``bits`` and the ``ids`` recorded in it."""
         return b"%s%d:%d" % (KEY_PREFIX, self.width_ms, bucket)
 
-    def set_key(self, bucket: int, shard: int) -> bytes:
-        """The set of ``bucket`` holding the ids of ``shard``."""
-        return self.meta_key(bucket) + b":%d" % shard
+    def set_prefix(self, bucket: int, level: int) -> bytes:
+        """The start of the keys of ``bucket``'s sets at ``level`` (the shard follows)."""
+        if level == 0:
+            return self.meta_key(bucket) + b":"
+        return self.meta_key(bucket) + b":%d:" % level
+
+    def set_key(self, bucket: int, shard: int, level: int = 0) -> bytes:
+        """The set of ``bucket`` holding the ids of ``shard`` at ``level``."""
+        return self.set_prefix(bucket, level) + b"%d" % shard
 
 
 __all__ = [
     "BUCKETS_PER_TTL",
     "CLOCK_MARGIN_S",
-    "COLD_START_RATE_PER_S",
     "KEY_PREFIX",
+    "LEVEL_STEP_BITS",
     "MAX_SHARD_BITS",
     "TARGET_IDS_PER_SET",
     "BucketLayout",
     "bits_for_volume",
     "digest",
+    "level_bits",
+    "level_for",
     "shard_of",
 ]
