@@ -127,6 +127,8 @@ async def test_each_subscriber_sees_exactly_the_outcomes_it_filtered_for() -> No
         ("event=delivered&event=nope", "event"),
         ("user_id=not%20valid", "user_id"),
         ("user_id=" + "u" * 129, "user_id"),
+        ("batch=yes", "batch"),
+        ("batch=2", "batch"),
     ],
 )
 async def test_a_bad_filter_is_refused_before_the_handshake(
@@ -208,3 +210,22 @@ async def test_a_subscriber_that_never_reads_does_not_slow_delivery() -> None:
     # Same order of time with and without the stalled subscriber (not a tight bound:
     # the machine may be busy).
     assert with_stalled < 3 * alone + 0.5, (alone, with_stalled)
+
+
+async def test_batch_frames_carry_every_event_waiting(served: Running) -> None:
+    """With batch=1 each frame is a JSON array; together they hold every event once."""
+    async with served.client() as client, open_feed(served.ws, "user_id=ivy&batch=1") as ws:
+        for i in range(30):
+            response = await client.post("/send", json=notification("ivy", id=f"ivy-{i}"))
+            assert response.status_code == 202
+        ids: list[str] = []
+        frames = 0
+        with trio.fail_after(20):
+            while len(ids) < 30:
+                batch = orjson.loads(await ws.get_message())
+                assert isinstance(batch, list)
+                assert batch
+                frames += 1
+                ids += [event["id"] for event in batch]
+    assert sorted(ids) == sorted(f"ivy-{i}" for i in range(30))
+    assert frames <= 30

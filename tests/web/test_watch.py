@@ -20,15 +20,16 @@ from .conftest import TOKEN, Running, notification
 
 
 def test_feed_url() -> None:
-    assert feed_url("ws://127.0.0.1:8080") == "ws://127.0.0.1:8080/ws/events"
-    assert feed_url("ws://h:1/") == "ws://h:1/ws/events"
-    assert feed_url("http://h:1") == "ws://h:1/ws/events"
-    assert feed_url("https://h") == "wss://h/ws/events"
+    # batch=1 always: frames carry every event waiting, so watch keeps up with a burst.
+    assert feed_url("ws://127.0.0.1:8080") == "ws://127.0.0.1:8080/ws/events?batch=1"
+    assert feed_url("ws://h:1/") == "ws://h:1/ws/events?batch=1"
+    assert feed_url("http://h:1") == "ws://h:1/ws/events?batch=1"
+    assert feed_url("https://h") == "wss://h/ws/events?batch=1"
     assert (
         feed_url("ws://h:1", user_id="u1", events="delivered,failed")
-        == "ws://h:1/ws/events?user_id=u1&event=delivered%2Cfailed"
+        == "ws://h:1/ws/events?user_id=u1&event=delivered%2Cfailed&batch=1"
     )
-    assert feed_url("ws://h:1/feed?x=1", user_id="a@b") == "ws://h:1/feed?x=1&user_id=a%40b"
+    assert feed_url("ws://h:1/feed?x=1", user_id="a@b") == "ws://h:1/feed?x=1&user_id=a%40b&batch=1"
     for bad in ("ftp://h", "h:8080", ""):
         with pytest.raises(WatchError):
             feed_url(bad)
@@ -118,7 +119,7 @@ async def test_watch_prints_the_filtered_outcomes_and_stops_at_count(secured: Ru
                     response = await client.post("/send", json=document, headers=headers)
                     assert response.status_code == 202
         # run_watch returned by itself after 3 outcomes
-    assert notices == [f"watching {secured.ws}/ws/events?user_id=gina (Ctrl-C to stop)"]
+    assert notices == [f"watching {secured.ws}/ws/events?user_id=gina&batch=1 (Ctrl-C to stop)"]
     assert len(lines) == 3
     assert all("user=gina" in line and "delivered" in line for line in lines)
     assert tally.counts == {"delivered": 3}

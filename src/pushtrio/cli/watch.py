@@ -114,6 +114,7 @@ def feed_url(base: str, user_id: str = "", events: str = "") -> str:
         raise WatchError(f"expected a ws:// or http:// URL, got {base!r}")
     path = parts.path if parts.path not in ("", "/") else FEED_PATH
     query = [(name, value) for name, value in (("user_id", user_id), ("event", events)) if value]
+    query.append(("batch", "1"))  # frames of every event waiting: keeps up with a burst
     extra = urlencode(query)
     joined = "&".join(q for q in (parts.query, extra) if q)
     return urlunsplit((scheme, parts.netloc, path, joined, ""))
@@ -250,9 +251,12 @@ async def _follow(
         except ConnectionClosed as exc:
             tally.close_reason = _closed(exc)
             return
-        event = orjson.loads(message)
-        tally.add(event)
-        emit(orjson.dumps(event).decode() if options.raw_json else format_event(event))
+        document = orjson.loads(message)
+        for event in document if isinstance(document, list) else [document]:
+            tally.add(event)
+            emit(orjson.dumps(event).decode() if options.raw_json else format_event(event))
+            if options.count and tally.total >= options.count:
+                return
 
 
 def _translate(url: str, group: BaseExceptionGroup[BaseException]) -> BaseException:

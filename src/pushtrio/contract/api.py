@@ -247,6 +247,13 @@ class FeedQuery(msgspec.Struct):
 
     user_id: UserId | UnsetType = UNSET
     event: Annotated[str, Meta(description="comma-separated event kinds")] | UnsetType = UNSET
+    batch: (
+        Annotated[
+            Literal["0", "1"],
+            Meta(description="1: each frame is a JSON array of every event waiting"),
+        ]
+        | UnsetType
+    ) = UNSET
 
 
 class DeviceCountsView(msgspec.Struct):

@@ -10,24 +10,26 @@ it appends to each matching subscriber's own bounded buffer and returns. When a
 buffer is full, its oldest events are dropped and counted; the subscriber's next
 event is then ``{"event": "dropped", "count": N}``, followed by the newer events.
 
-With no subscribers, publishing costs one truth test.
+With no subscribers, publishing costs one truth test. An event some subscriber
+wants is encoded to its JSON text once, for all of them; buffers hold that text.
 
 Typical use in the feed handler::
 
     with hub.subscribe(user_id="u1", events="delivered,failed") as subscription:
-        async for event in subscription:
-            await ws.send(orjson.dumps(event))
+        while frames := await subscription.receive_frames():
+            await ws.send("[" + ",".join(frames) + "]")
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
+import orjson
 import trio
 
 from ..contract.delays import StepKind
@@ -43,6 +45,8 @@ __all__ = [
     "TokenPrunedEvent",
     "parse_event_filter",
 ]
+
+T = TypeVar("T")
 
 DEFAULT_CAPACITY: Final = 1000
 """Events a subscriber may fall behind by before its oldest are dropped."""
@@ -141,7 +145,7 @@ class Subscription:
         self.capacity = capacity
         self.dropped_total = 0
         """Events this subscriber lost to overflow, over its whole life."""
-        self._buffer: deque[FeedEvent] = deque(maxlen=capacity)
+        self._buffer: deque[str] = deque(maxlen=capacity)
         self._dropped = 0
         self._lot = trio.lowlevel.ParkingLot()
         self._ended = False  # the hub closed: drain the buffer, then EndOfChannel
@@ -159,8 +163,8 @@ class Subscription:
         """Events buffered and not yet received (a dropped notice not included)."""
         return len(self._buffer)
 
-    def receive_nowait(self) -> dict[str, Any]:
-        """The next event without waiting, as a fresh JSON-ready dict.
+    def frame_nowait(self) -> str:
+        """The next event's JSON text without waiting.
 
         A pending dropped notice comes before any buffered event. Raises
         trio.WouldBlock when there is nothing, trio.EndOfChannel once the hub is
@@ -171,32 +175,55 @@ class Subscription:
             raise trio.ClosedResourceError("this subscription has ended")
         if self._dropped:
             count, self._dropped = self._dropped, 0
-            return {"event": "dropped", "count": count}
+            return orjson.dumps({"event": "dropped", "count": count}).decode()
         if self._buffer:
-            return self._buffer.popleft().to_event()
+            return self._buffer.popleft()
         if self._ended:
             raise trio.EndOfChannel
         raise trio.WouldBlock
 
+    def frames_nowait(self, limit: int) -> list[str]:
+        """Every waiting event's JSON text, up to ``limit`` (at least one); raises as
+        :meth:`frame_nowait` when there is none."""
+        frames = [self.frame_nowait()]
+        take = self.frame_nowait
+        while len(frames) < limit and (self._dropped or self._buffer):
+            frames.append(take())
+        return frames
+
+    def receive_nowait(self) -> dict[str, Any]:
+        """The next event as a fresh dict (see :meth:`frame_nowait`)."""
+        event: dict[str, Any] = orjson.loads(self.frame_nowait())
+        return event
+
     async def receive(self) -> dict[str, Any]:
-        """Wait for the next event and return it (see :meth:`receive_nowait`).
+        """Wait for the next event and return it (see :meth:`frame_nowait`).
 
         Cancellation loses nothing: what arrived stays buffered for the next call.
         Raises trio.EndOfChannel when the hub has closed and everything buffered
         was received, trio.ClosedResourceError if the subscription has ended.
         """
+        event: dict[str, Any] = orjson.loads(await self._wait(self.frame_nowait))
+        return event
+
+    async def receive_frames(self, limit: int = DEFAULT_CAPACITY) -> list[str]:
+        """Wait for at least one event; return the JSON text of all waiting, up to
+        ``limit``. Raises as :meth:`receive`."""
+        return await self._wait(lambda: self.frames_nowait(limit))
+
+    async def _wait(self, take: Callable[[], T]) -> T:
         await trio.lowlevel.checkpoint_if_cancelled()
         try:
-            event = self.receive_nowait()
+            taken = take()
         except trio.WouldBlock:
             pass
         else:
             await trio.lowlevel.cancel_shielded_checkpoint()
-            return event
+            return taken
         while True:
             await self._lot.park()
             try:
-                return self.receive_nowait()
+                return take()
             except trio.WouldBlock:
                 continue
 
@@ -210,11 +237,11 @@ class Subscription:
         except trio.EndOfChannel:
             raise StopAsyncIteration from None
 
-    def _push(self, outcome: FeedEvent) -> None:
+    def _push(self, frame: str) -> None:
         if len(self._buffer) == self.capacity:
             self._dropped += 1
             self.dropped_total += 1
-        self._buffer.append(outcome)  # maxlen: the oldest falls out
+        self._buffer.append(frame)  # maxlen: the oldest falls out
         if len(self._lot):
             self._lot.unpark_all()
 
@@ -259,9 +286,12 @@ class EventHub:
         if not subscriptions:
             return
         for outcome in outcomes:
+            frame = None
             for subscription in subscriptions:
                 if subscription.matches(outcome):
-                    subscription._push(outcome)
+                    if frame is None:  # encoded once, for every subscriber that wants it
+                        frame = orjson.dumps(outcome.to_event()).decode()
+                    subscription._push(frame)
 
     @contextmanager
     def subscribe(
