@@ -47,6 +47,7 @@ from .context import Bench
 from .dedup_fresh import measure_fresh
 from .delays import DEFER_PER_USER, DEFER_USERS, run_defer, run_outage
 from .environment import Services, kafka_addr, machine_info, redis_addr
+from .feed import BURST, run_feed
 from .kafka_io import Kafka
 from .latency import run_latency
 from .pipeline import run_throughput
@@ -54,7 +55,17 @@ from .providers import run_providers
 from .serve import BenchmarkError
 from .stats import rate_limit_for_third
 
-PHASES = ("ceiling", "pipeline", "mix", "latency", "outage", "defer", "providers", "dedup")
+PHASES = (
+    "ceiling",
+    "pipeline",
+    "mix",
+    "latency",
+    "feed",
+    "outage",
+    "defer",
+    "providers",
+    "dedup",
+)
 OUTAGE_MESSAGES = 50_000
 PROVIDER_MESSAGES = 20_000
 QUICK_PROVIDER_MESSAGES = 5_000
@@ -224,6 +235,14 @@ def run_phases(bench: Bench, args: argparse.Namespace, doc: dict[str, Any]) -> N
         for step in latency.steps:
             console.print(
                 f"latency at {step.target_rate:,.0f}/s: p99 {report.fmt_ms(step.latency.p99_ms)}"
+            )
+    if "feed" in args.phases:
+        feed = run_feed(bench, _records(BURST, "feed", users=1000))
+        doc["feed"] = asdict(feed)
+        for run in feed.runs:
+            console.print(
+                f"feed ({'batch' if run.batch else 'one event a frame'}): "
+                f"received {min(run.received):,} to {max(run.received):,} of {feed.burst:,}"
             )
     if "outage" in args.phases:
         outage_records = _records(min(n, OUTAGE_MESSAGES), "outage", users=1000)

@@ -196,6 +196,30 @@ def sections(doc: Doc) -> list[tuple[str, list[Row]]]:
                 _throughput_rows(phase, None),
             )
         )
+    if "feed" in doc:
+        feed = doc["feed"]
+        feed_rows: list[Row] = []
+        for run in feed["runs"]:
+            kind = "batch=1 frames" if run["batch"] else "one event a frame"
+            received, dropped = run["received"], run["dropped"]
+            feed_rows.append(
+                (
+                    f"{kind}: received per subscriber (min / max)",
+                    f"{min(received):,} / {max(received):,}",
+                    f"all {feed['burst']:,} ({_mark(min(received) == feed['burst'])})"
+                    if run["batch"]
+                    else "",
+                )
+            )
+            feed_rows.append((f"{kind}: told dropped (max)", f"{max(dropped):,}", ""))
+            feed_rows.append((f"{kind}: frames (max)", f"{max(run['frames']):,}", ""))
+        out.append(
+            (
+                f"Feed: {feed['subscribers']} reading subscribers, a burst of "
+                f"{feed['burst']:,} notifications",
+                feed_rows,
+            )
+        )
     if "dedup" in doc:
         rows: list[Row] = []
         for store in doc["dedup"]:

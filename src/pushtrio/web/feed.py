@@ -3,7 +3,7 @@
 Query parameters (all optional): ``user_id`` keeps one user's outcomes;
 ``event`` keeps some kinds (``delivered,failed``; may be repeated); ``batch=1``
 asks for frames carrying a JSON array of every event waiting (at most
-:data:`FEED_CAPACITY`), which is how a client keeps up with a burst: a frame costs
+:data:`BATCH_FEED_CAPACITY`), which is how a client keeps up with a burst: a frame costs
 far more to send than an event in it. An invalid value is refused before the
 handshake with 400 and a JSON error.
 
@@ -42,6 +42,9 @@ from .schema import answers
 log = logging.getLogger(__name__)
 
 FEED_CAPACITY: Final = DEFAULT_CAPACITY
+BATCH_FEED_CAPACITY: Final = 5 * DEFAULT_CAPACITY
+"""The same for a ``batch=1`` subscriber, who takes them all at once: what arrives
+while one frame goes out must fit (5,000 events are about 1.5 MB)."""
 """Events one connection may fall behind by before its oldest are dropped."""
 
 FEED_SEND_TIMEOUT_S: Final = 5.0
@@ -86,7 +89,8 @@ def add_feed_route(app: QuartTrio, hub: EventHub) -> None:
             return json_error(400, "batch must be 0 or 1", field="batch")
         # Subscribe before accepting: whatever happens once the client is
         # connected reaches it.
-        with hub.subscribe(user_id=user_id, events=kinds, capacity=FEED_CAPACITY) as subscription:
+        capacity = BATCH_FEED_CAPACITY if batch == "1" else FEED_CAPACITY
+        with hub.subscribe(user_id=user_id, events=kinds, capacity=capacity) as subscription:
             await websocket.accept()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_discard_incoming)
@@ -108,7 +112,7 @@ async def _send_events(subscription: Subscription, batch: bool) -> bool:
     Measured rather than cancelled: Hypercorn writes in a shielded scope, so a
     deadline could not interrupt the write anyway (see the module docstring).
     """
-    limit = FEED_CAPACITY if batch else 1
+    limit = BATCH_FEED_CAPACITY if batch else 1
     while True:
         try:
             frames = await subscription.receive_frames(limit)
