@@ -179,7 +179,7 @@ class RedisDedup:
             replies = self._execute(commands)[2:]
             hits, metas = replies[: -len(buckets)], replies[-len(buckets) :]
             rows = [hits[k : k + n] for k in range(0, len(hits), n)]
-            seen = [any(row) for row in zip(*rows, strict=True)]
+            seen = [any(row) for row in zip(*rows, strict=True)] if rows else [False] * n
             if self._learn(buckets, bits, metas) and self._levels(buckets, bits) == levels:
                 return seen
         raise redis.RedisError(LAYOUT_UNSETTLED)
@@ -221,9 +221,14 @@ class RedisDedup:
         raise redis.RedisError(LAYOUT_UNSETTLED)
 
     def _levels(self, buckets: Iterable[int], bits: dict[int, int]) -> dict[int, int]:
-        """The highest level of each bucket, by the counts last read."""
+        """The highest level of each bucket, by the counts last read; -1 for a bucket
+        that held no id then (nothing to ask: a look-up that reads back a count above
+        0 asks again)."""
         with self._lock:
-            return {b: level_for(self._counts.get(b, 0), bits[b]) for b in buckets}
+            counts = self._counts
+            return {
+                b: level_for(counts[b], bits[b]) if counts.get(b, 0) > 0 else -1 for b in buckets
+            }
 
     def _prepare_next(self, bucket: int, now_ms: int) -> tuple[int, list[Command]] | None:
         """Proposed bits and commands fixing the next bucket's shards ahead of time.
