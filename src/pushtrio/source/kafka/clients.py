@@ -22,6 +22,9 @@ CALL_TIMEOUT_MS = 10_000
 RECONNECT_BACKOFF_MAX_MS = 1000
 """Cap on kafka-python's reconnect back-off (its default grows to 30 s after a broker
 restart, leaving the clients idle long after the broker answers again)."""
+FETCH_MAX_WAIT_MS = 100
+"""Longest the broker holds a fetch that found nothing new (kafka-python's default is
+500 ms)."""
 METADATA_MAX_AGE_MS = 10_000
 """How often the cluster metadata is refreshed: new partitions of the topic are
 picked up within this time (kafka-python's default is 5 minutes)."""
@@ -60,6 +63,7 @@ def new_consumer(brokers: Sequence[str], group: str, *, max_poll_records: int) -
         partition_assignment_strategy=(TopicBalancedAssignor, CooperativeStickyAssignor),
         session_timeout_ms=SESSION_TIMEOUT_MS,
         heartbeat_interval_ms=SESSION_TIMEOUT_MS // 4,
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
     )
 
 
