@@ -12,11 +12,14 @@ from typing import Any
 
 import trio
 from kafka import KafkaProducer
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, KafkaTimeoutError
 
 from ...contract.errors import BrokerUnavailable
 from ...contract.records import Message
 from .clients import RECONNECT_BACKOFF_MAX_MS
+
+PRODUCER_BATCH_BYTES = 256 * 1024
+"""Largest record batch the producer builds (kafka-python's default is 16 KiB)."""
 
 
 class KafkaPublisher:
@@ -35,6 +38,11 @@ class KafkaPublisher:
                     bootstrap_servers=self._brokers,
                     client_id="pushtrio-publisher",
                     linger_ms=2,
+                    # kafka-python builds record batches in Python: its 16 KiB default
+                    # holds about 70 parked records (5 headers each), and each batch
+                    # costs a request. 256 KiB halves the CPU per record (50 to 26 us,
+                    # measured with delay-topic records) and the time to publish them.
+                    batch_size=PRODUCER_BATCH_BYTES,
                     max_block_ms=int(self._timeout_s * 1000),
                     request_timeout_ms=int(self._timeout_s * 1000),
                     bootstrap_timeout_ms=int(self._timeout_s * 1000),
@@ -55,8 +63,13 @@ class KafkaPublisher:
                     producer.send(topic, value=v, key=k, headers=h, partition=p % count)
                     for (k, v, h), p in zip(items, partitions, strict=True)
                 ]
+            # One wait for them all (a get per record waits on each record's event).
+            producer.flush(timeout=self._timeout_s)
             for future in futures:
-                future.get(timeout=self._timeout_s)
+                if not future.is_done:
+                    raise KafkaTimeoutError(f"no answer within {self._timeout_s:g}s")
+                if future.failed():
+                    raise future.exception
         except KafkaError as exc:
             raise BrokerUnavailable(f"Kafka did not take the records: {exc}") from exc
 
