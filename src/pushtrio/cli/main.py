@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import logging
 import os
@@ -76,31 +75,13 @@ async def _watch_signals(stop: trio.Event) -> None:
             stop.set()
 
 
-GC_YOUNG_THRESHOLD = 10_000
-"""Allocations between young collections once serving (CPython's default is 700)."""
-
-
-def settle_gc() -> None:
-    """Once the service is up: what start-up made lives as long as the process, so it
-    leaves the collector's scans (``gc.freeze``), and young collections come every
-    :data:`GC_YOUNG_THRESHOLD` allocations rather than 700. A batch allocates a few
-    thousand short-lived objects; each full collection walked every module, class
-    and settings object, a pause in the latency tail."""
-    gc.collect()
-    gc.freeze()
-    young, middle, old = gc.get_threshold()
-    gc.set_threshold(max(young, GC_YOUNG_THRESHOLD), middle, old)
-
-
 async def _serve(settings: Settings) -> None:
     from ..service import Service
 
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_watch_signals, stop)
-        async with trio.open_nursery() as running:
-            await running.start(Service(settings).serve, stop)
-            settle_gc()
+        await Service(settings).serve(stop)
         nursery.cancel_scope.cancel()
 
 
