@@ -201,3 +201,13 @@ def test_most_in_a_window_counts_one_user_at_a_time() -> None:
     # surely within one window only when even that is under it.
     assert most_in_a_window([delivered("a", 0.0, 200.0), delivered("a", 0.9)], 1.0) == 1
     assert most_in_a_window([delivered("a", 0.0, 50.0), delivered("a", 0.9)], 1.0) == 2
+
+
+def test_the_median_latency_run_is_reported_with_every_p99() -> None:
+    def run(p99_at_5000: float) -> dict[str, Any]:
+        step = {"target_rate": 5000.0, "latency": {"p99_ms": p99_at_5000}}
+        return {"steps": [{"target_rate": 1000.0, "latency": {"p99_ms": 20.0}}, step]}
+
+    chosen = report.median_latency_run([run(90.0), run(40.0), run(55.0)])
+    assert chosen["steps"][1]["latency"]["p99_ms"] == 55.0
+    assert chosen["p99_runs_ms"] == {"1000": [20.0, 20.0, 20.0], "5000": [90.0, 40.0, 55.0]}
