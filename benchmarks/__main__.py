@@ -236,8 +236,15 @@ def run_phases(bench: Bench, args: argparse.Namespace, doc: dict[str, Any]) -> N
         console.print(f"mix: {report.fmt_rate(result.rate_total)} incl. start-up")
     if "latency" in args.phases:
         runs = [
-            run_latency(bench, args.rates, args.latency_seconds, LATENCY_SETTINGS, args.linger_ms)
-            for _ in range(args.latency_runs)
+            run_latency(
+                bench,
+                args.rates,
+                args.latency_seconds,
+                LATENCY_SETTINGS,
+                args.linger_ms,
+                phase=f"latency-{n}",
+            )
+            for n in range(1, args.latency_runs + 1)
         ]
         doc["latency"] = report.median_latency_run([asdict(run) for run in runs])
         for rate, p99s in doc["latency"]["p99_runs_ms"].items():

@@ -37,10 +37,16 @@ class Bench:
     progress: Progress
     run_id: str
     serve_overrides: dict[str, str] = field(default_factory=dict)
+    used_names: set[str] = field(default_factory=set)
 
     def names(self, phase: str) -> tuple[str, str]:
-        """A fresh topic and consumer group for ``phase``."""
+        """A fresh topic and consumer group for ``phase`` (numbered when the phase runs
+        again)."""
         name = f"bench-{self.run_id}-{phase}"
+        again = 2
+        while name in self.used_names:
+            name, again = f"bench-{self.run_id}-{phase}-{again}", again + 1
+        self.used_names.add(name)
         return name, name
 
     def flush_redis(self) -> None:

@@ -157,17 +157,20 @@ def run_latency(
     seconds: float,
     overrides: Mapping[str, str],
     linger_ms: int,
+    phase: str = "latency",
 ) -> LatencyResult:
     """Offer each of ``rates`` for ``seconds`` to one running service; measure latency.
+
+    ``phase`` names the run's topic and its logs (one name per run).
 
     Raises BenchmarkError if the service exits or a step's outcomes do not all
     arrive within CATCH_UP_TIMEOUT_S. The service and producer are closed on any exit.
     """
-    topic, group = bench.new_topic("latency")
+    topic, group = bench.new_topic(phase)
     bench.flush_redis()
     producer = paced_producer(bench.kafka_addr, linger_ms)
     try:
-        with bench.start_serve("latency", topic, group, overrides) as serve:
+        with bench.start_serve(phase, topic, group, overrides) as serve:
             outcomes = _Outcomes(serve)
             warm = _records("warm", WARMUP_MESSAGES)
             warm_task = bench.progress.add_task("latency: warm-up", total=len(warm))
