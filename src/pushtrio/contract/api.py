@@ -14,7 +14,7 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from .notification import ProviderName
-from .schema import MAX_ID_CHARS, TOKEN_RULE, UserId, text
+from .schema import MAX_ID_CHARS, TOKEN_RULE, MessageId, UserId, text
 
 MAX_REASON_CHARS: Final = 1024
 MAX_LATENCY_MS: Final = 60_000.0
@@ -136,7 +136,7 @@ class ReplayRequest(msgspec.Struct, forbid_unknown_fields=True):
     ) = None
     ids: (
         Annotated[
-            list[Annotated[str, Meta(min_length=1, max_length=MAX_ID_CHARS)]],
+            list[MessageId],
             Meta(min_length=1, description="only the letters of these notification ids"),
         ]
         | None

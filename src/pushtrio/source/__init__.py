@@ -78,6 +78,10 @@ class Source(Protocol):
     def health(self) -> dict[str, Any]: ...
 
 
+LETTER_CHUNK_SIZE = 500
+"""Letters a letter source reads, and a replay writes back, at once."""
+
+
 class LetterSource(Protocol):
     """Letters of one dead-letter topic, read once from its start to a fixed end."""
 

@@ -15,13 +15,14 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Any
 
 import trio
 
 from ..contract.dead_letter import Letter
 from ..contract.delays import due_ms, now_ms
 from ..contract.records import Headers, Message, Record
+from . import LETTER_CHUNK_SIZE
 from .tracker import OffsetTracker
 
 Item = tuple[bytes | None, bytes | None, Headers, int]
@@ -260,10 +261,6 @@ def _due_prefix(batch: list[Record], now: int) -> list[Record]:
         if due_ms(record) > now:
             return batch[:i]
     return batch
-
-
-LETTER_CHUNK_SIZE: Final = 500
-"""Letters read, and written back, at once."""
 
 
 class MemoryLetters:

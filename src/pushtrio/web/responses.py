@@ -13,6 +13,8 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAllowed, NotFound
 from werkzeug.routing import WebsocketMismatch
 
+from ..contract.schema import USER_ID_RULE
+
 _NO_FIELD: Any = object()
 
 
@@ -36,7 +38,7 @@ def json_error(
 
 def bad_user_id() -> Response:
     """400 for a ``user_id`` (path or query) outside the message contract's pattern."""
-    return json_error(400, "user_id must be 1-128 letters, digits or _.:@-", field="user_id")
+    return json_error(400, USER_ID_RULE, field="user_id")
 
 
 def _target() -> str:

@@ -138,9 +138,17 @@ def json_body(model: type[Any], rules: Mapping[str, str] = {}) -> Callable[[Hand
 
 
 class PushtrioOpenAPI(OpenAPIProvider):
-    """Quart-Schema's generator, plus what it cannot say (see the module docstring)."""
+    """Quart-Schema's generator, plus what it cannot say (see the module docstring).
 
-    secured = False
+    Bearer security is documented when the extension declares it (ADMIN_TOKEN set);
+    the document is built once, on the first request for it.
+    """
+
+    _document: dict[str, Any] | None = None
+
+    @property
+    def secured(self) -> bool:
+        return self._extension.security is not None
 
     def generate_rules(self) -> Any:
         # The feed is documented as its handshake's GET; Quart-Schema skips WebSockets.
@@ -197,8 +205,12 @@ class PushtrioOpenAPI(OpenAPIProvider):
                 operation["responses"] = {str(s): a for s, a in sorted(responses.items())}
         return paths, components
 
-    @functools.cache  # noqa: B019 (one provider per app, alive as long as the app)
     def schema(self) -> dict[str, Any]:
+        if self._document is None:
+            self._document = self._build()
+        return self._document
+
+    def _build(self) -> dict[str, Any]:
         document = super().schema()
         # Quart-Schema (0.25) keeps only the top struct of each msgspec schema: the
         # structs it refers to are added here, under the names its $refs use.
@@ -243,11 +255,6 @@ _TOKEN_PARAMETER: Final = {
 def install_schema(app: QuartTrio, *, secured: bool) -> None:
     """Serve ``/openapi.json`` generated from the routes (no UI pages: they load scripts
     from CDNs)."""
-
-    class Provider(PushtrioOpenAPI):
-        pass
-
-    Provider.secured = secured
     QuartSchema(
         app,
         info={"title": "pushtrio", "version": __version__, "description": DESCRIPTION},
@@ -255,7 +262,7 @@ def install_schema(app: QuartTrio, *, secured: bool) -> None:
         redoc_ui_path=None,
         scalar_ui_path=None,
         conversion_preference="msgspec",
-        openapi_provider_class=Provider,
+        openapi_provider_class=PushtrioOpenAPI,
         security_schemes={"bearer": {"type": "http", "scheme": "bearer"}} if secured else None,
         security=[{"bearer": []}] if secured else None,
     )

@@ -24,7 +24,7 @@ from kafka.errors import KafkaError
 
 from ...contract.dead_letter import Letter
 from ...contract.errors import BrokerUnavailable
-from ..memory import LETTER_CHUNK_SIZE
+from .. import LETTER_CHUNK_SIZE
 from .clients import CALL_TIMEOUT_MS, new_reader
 
 STALL_TIMEOUT_S: Final = 30.0
