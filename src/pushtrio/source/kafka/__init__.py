@@ -15,6 +15,8 @@ The work-arounds owed to kafka-python's behaviour, each measured on kafka-python
 
 - ``fetcher_fix``: a resumed partition whose fetched data was parked while paused
   is never fetched again (an empty ``PartitionRecords`` blocks the restore).
+- ``transport_fix``: a read woken on a socket the same loop turn closed logs an
+  error traceback; it now ends quietly with the connection error.
 - ``errors`` (``release_undecodable``): a record batch kafka-python cannot decode
   raises on every poll forever; the reader skips past it and reports the partition.
 - ``membership``: a member kafka-python holds out of the group (a join that never

@@ -14,6 +14,7 @@ from typing import Any
 from kafka import KafkaConsumer
 from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 
+from . import transport_fix
 from .assignor import TopicBalancedAssignor
 
 SESSION_TIMEOUT_MS = 10_000
@@ -28,6 +29,8 @@ FETCH_MAX_WAIT_MS = 100
 METADATA_MAX_AGE_MS = 10_000
 """How often the cluster metadata is refreshed: new partitions of the topic are
 picked up within this time (kafka-python's default is 5 minutes)."""
+
+transport_fix.install()  # every client pushtrio builds comes through this module
 
 
 def _consumer(brokers: Sequence[str], **settings: Any) -> Any:
