@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
 from .contract.errors import ConfigError
+from .contract.lanes import LaneTopics
 from .contract.notification import PROVIDERS
 
 MEMORY_URL = "memory://"
@@ -182,6 +183,14 @@ def kafka_name(pattern: str | None = None) -> Kind[str]:
     return Kind(parse, blank="refused")
 
 
+def _parse_optional_topic(raw: str) -> str:
+    """A topic name, or blank for none (the feature it names is off)."""
+    value = raw.strip()
+    if value and not re.fullmatch(_TOPIC, value):
+        raise ValueError(f"expected a value matching {_TOPIC}, or blank for none")
+    return value
+
+
 def _parse_host(raw: str) -> str:
     """An IPv4 or IPv6 address, or a host name (RFC 1123)."""
     value = raw.strip()
@@ -229,6 +238,7 @@ def _parse_log_level(raw: str) -> str:
 
 
 _BROKERS = Kind(_parse_brokers, ",".join)
+_OPTIONAL_TOPIC = Kind(_parse_optional_topic, blank="kept")
 _REDIS_ADDR = Kind(_parse_redis_addr)
 _HOST = Kind(_parse_host)
 _LOG_LEVEL = Kind(_parse_log_level)
@@ -245,10 +255,14 @@ class Variable:
     secret: bool = False
     fallback: str | None = None
     """Another variable whose value is the default of this one."""
+    template: str | None = None
+    """The default made of other variables' values (``{KAFKA_TOPIC}.urgent``)."""
 
     @property
     def default_text(self) -> str:
         """The default as documented (README, ``serve --help``)."""
+        if self.template:
+            return self.template.replace("{", "<").replace("}", ">")
         return self.fallback or self.kind.show(self.default) or "empty"
 
 
@@ -256,9 +270,18 @@ _VARIABLE = "pushtrio.variable"
 _COMPOUND = "pushtrio.variables"
 
 
-def setting(env: str, default: T, kind: Kind[T], help: str, *, secret: bool = False) -> T:
-    """A :class:`Settings` field read from the variable ``env``."""
-    variable = Variable(env, default, kind, help, secret)
+def setting(
+    env: str,
+    default: T,
+    kind: Kind[T],
+    help: str,
+    *,
+    secret: bool = False,
+    template: str | None = None,
+) -> T:
+    """A :class:`Settings` field read from the variable ``env``; ``template`` makes its
+    default from variables declared before it."""
+    variable = Variable(env, default, kind, help, secret, template=template)
     return dataclasses.field(default=default, metadata={_VARIABLE: variable})
 
 
@@ -354,6 +377,16 @@ class Settings:
     dlq_topic: str = setting(
         "DLQ_TOPIC", "notifications.dlq", kafka_name(_TOPIC), "dead-letter topic"
     )
+    urgent_topic: str = setting(
+        "URGENT_TOPIC",
+        "notifications.urgent",
+        _OPTIONAL_TOPIC,
+        "the urgent lane's topic; blank: no urgent lane",
+        template="{KAFKA_TOPIC}.urgent",
+    )
+    urgent_priority: int = setting(
+        "URGENT_PRIORITY", 3, integer(1, 3), "notifications of this priority or more are urgent"
+    )
     dedup_ttl_s: float = setting(
         "DEDUP_TTL", DAY_S, duration(maximum=30 * DAY_S), "how long delivered ids are remembered"
     )
@@ -405,6 +438,10 @@ class Settings:
         return self.kafka_brokers == (MEMORY_URL,)
 
     @property
+    def lanes(self) -> LaneTopics:
+        return LaneTopics(self.kafka_topic, self.urgent_topic, self.urgent_priority)
+
+    @property
     def redis_embedded(self) -> bool:
         return self.redis_addr == MEMORY_URL
 
@@ -439,7 +476,12 @@ def _read(env: Mapping[str, str]) -> dict[str, Any]:
     for variable in VARIABLES:
         raw = env.get(variable.name)
         if raw is None or (variable.kind.blank == "default" and not raw.strip()):
-            value = values[variable.fallback] if variable.fallback else variable.default
+            if variable.template:
+                value = variable.template.format_map(values)
+            elif variable.fallback:
+                value = values[variable.fallback]
+            else:
+                value = variable.default
         else:
             try:
                 value = variable.kind.parse(raw)
@@ -468,6 +510,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     )
     fields["notices"] = _notices(env)
     settings = Settings(**fields)
+    if settings.urgent_topic in (settings.kafka_topic, settings.dlq_topic):
+        raise ConfigError(
+            "URGENT_TOPIC", settings.urgent_topic, "must differ from KAFKA_TOPIC and DLQ_TOPIC"
+        )
     if settings.apns_key_file:
         for name, value in (
             ("APNS_KEY_ID", settings.apns_key_id),

@@ -14,6 +14,7 @@ import trio
 
 from pushtrio.contract.records import Record
 from pushtrio.source import batch_size_for
+from pushtrio.source.intake import Intake
 from pushtrio.source.kafka.clients import SESSION_TIMEOUT_MS
 from pushtrio.source.kafka.reader import KafkaSource
 
@@ -34,20 +35,9 @@ MAX_QUEUE_SIZE = 50
 BATCH_SIZE = batch_size_for(MAX_QUEUE_SIZE)
 
 
-def queued(record_recv: trio.MemoryReceiveChannel[Record]) -> int:
-    """Records waiting in the channel, as the channel counts them."""
-    return record_recv.statistics().current_buffer_used
-
-
-async def take_batch(record_recv: trio.MemoryReceiveChannel[Record]) -> list[Record]:
+async def take_batch(intake: Intake) -> list[Record]:
     """What a worker does: wait for a record, then take what else is there."""
-    batch = [await record_recv.receive()]
-    while len(batch) < BATCH_SIZE:
-        try:
-            batch.append(record_recv.receive_nowait())
-        except (trio.WouldBlock, trio.EndOfChannel):
-            break
-    return batch
+    return await intake.take(BATCH_SIZE)
 
 
 def assigned(source: KafkaSource) -> list[int]:
@@ -74,19 +64,19 @@ async def test_cancelling_serve_ends_the_reader_and_leaves_the_group(
     records = [notification(f"m-{i}", f"user-{i % 20}") for i in range(200)]
     await trio.to_thread.run_sync(produce, kafka_bootstrap, topic, records)
     source = KafkaSource([kafka_bootstrap], topic, group, batch_size=BATCH_SIZE)
-    record_send, record_recv = trio.open_memory_channel[Record](MAX_QUEUE_SIZE)
+    intake = Intake(MAX_QUEUE_SIZE)
     stuck: list[bool] = []
 
     cancelled = trio.Event()
     async with trio.open_nursery() as outer:
         outer.start_soon(close_if_stuck, source, cancelled, 15.0, stuck)
-        async with record_recv, trio.open_nursery() as nursery:
+        async with trio.open_nursery() as nursery:
             try:
                 with trio.fail_after(30):
-                    await nursery.start(source.serve, record_send)
+                    await nursery.start(source.serve, intake)
                 # Holding both partitions with records handed out and none settled:
                 # what a crash elsewhere in the service leaves behind.
-                await wait_until(lambda: assigned(source) == [0, 1] and queued(record_recv) > 0, 30)
+                await wait_until(lambda: assigned(source) == [0, 1] and len(intake) > 0, 30)
             finally:
                 cancelled.set()
             nursery.cancel_scope.cancel()
@@ -115,13 +105,13 @@ async def test_a_full_channel_holds_the_reader_back_without_losing_the_group(
     ends = await trio.to_thread.run_sync(end_offsets, kafka_bootstrap, topic)
     assert sum(ends.values()) == total
     source = KafkaSource([kafka_bootstrap], topic, group, batch_size=BATCH_SIZE)
-    record_send, record_recv = trio.open_memory_channel[Record](MAX_QUEUE_SIZE)
+    intake = Intake(MAX_QUEUE_SIZE)
     received: list[Record] = []
 
-    async with record_recv, trio.open_nursery() as nursery:
+    async with trio.open_nursery() as nursery:
         with trio.fail_after(30):
-            await nursery.start(source.serve, record_send)
-        await wait_until(lambda: assigned(source) == [0, 1] and queued(record_recv) > 0, 30)
+            await nursery.start(source.serve, intake)
+        await wait_until(lambda: assigned(source) == [0, 1] and len(intake) > 0, 30)
         state, members = await trio.to_thread.run_sync(group_members, kafka_bootstrap, group)
         assert state == "Stable"
         [(member_id, partitions)] = members.items()
@@ -135,7 +125,7 @@ async def test_a_full_channel_holds_the_reader_back_without_losing_the_group(
             most_in_flight = max(most_in_flight, source.in_flight())
             await trio.sleep(POLL_S)
         # Nothing taken yet: what is in flight is what waits in the channel.
-        assert queued(record_recv) == MAX_QUEUE_SIZE  # the channel filled up...
+        assert len(intake) == MAX_QUEUE_SIZE  # the channel filled up...
         assert most_in_flight == MAX_QUEUE_SIZE  # ...and nothing more was handed out
         assert source.in_flight() == most_in_flight  # it stopped there instead of growing
         health = source.health()
@@ -148,13 +138,13 @@ async def test_a_full_channel_holds_the_reader_back_without_losing_the_group(
         with trio.fail_after(60):
             while len(received) < total:
                 # All taken so far is settled: in flight = records in the channel.
-                assert source.in_flight() == queued(record_recv) <= MAX_QUEUE_SIZE
-                batch = await take_batch(record_recv)
+                assert source.in_flight() == len(intake) <= MAX_QUEUE_SIZE
+                batch = await take_batch(intake)
                 received.extend(batch)
                 source.settle(batch)
         source.stop_intake()
         with trio.fail_after(30):
-            extra = [record async for record in record_recv]
+            extra = await intake.take(MAX_QUEUE_SIZE)
         assert extra == []
         await source.aclose()
 

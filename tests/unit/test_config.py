@@ -20,6 +20,7 @@ from pushtrio.config import (
     parse_duration,
 )
 from pushtrio.contract.errors import ConfigError
+from pushtrio.contract.lanes import LaneTopics
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -90,9 +91,39 @@ NAMES = ("KAFKA_TOPIC", "DLQ_TOPIC", "CONSUMER_GROUP")
 
 
 def test_blank_values_mean_the_default_except_names() -> None:
-    env = {name: "  " for name in ENVIRONMENT_VARIABLES if name not in NAMES}
+    env = {name: "  " for name in ENVIRONMENT_VARIABLES if name not in (*NAMES, "URGENT_TOPIC")}
     env.update(REDIS_PASSWORD="")  # taken verbatim, not stripped
     assert load_settings(env).replace(notices=()) == Settings()
+
+
+def test_the_urgent_topic_follows_the_topic_and_blank_turns_the_lane_off() -> None:
+    assert load_settings({}).lanes == LaneTopics("notifications", "notifications.urgent", 3)
+    lanes = load_settings({"KAFKA_TOPIC": "orders", "URGENT_PRIORITY": "2"}).lanes
+    assert lanes == LaneTopics("orders", "orders.urgent", 2)
+    assert (lanes.topic_for(1), lanes.topic_for(2), lanes.topic_for(3)) == (
+        "orders",
+        "orders.urgent",
+        "orders.urgent",
+    )
+    off = load_settings({"URGENT_TOPIC": " "}).lanes
+    assert not off.enabled
+    assert off.topic_for(3) == "notifications"
+    assert dict(effective_environment({"KAFKA_TOPIC": "orders"}))["URGENT_TOPIC"] == (
+        "orders.urgent"
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"URGENT_TOPIC": "notifications"}, "must differ from KAFKA_TOPIC and DLQ_TOPIC"),
+        ({"URGENT_TOPIC": "a b"}, "expected a value matching"),
+        ({"URGENT_PRIORITY": "0"}, "expected an integer from 1 to 3"),
+    ],
+)
+def test_bad_lane_settings_are_refused(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(env)
 
 
 def test_admin_token_is_stripped() -> None:
@@ -196,6 +227,9 @@ def test_seed_absent_means_unseeded() -> None:
 
 
 BAD_VALUES = [
+    ("URGENT_TOPIC", "no spaces"),
+    ("URGENT_PRIORITY", "0"),
+    ("URGENT_PRIORITY", "urgent"),
     ("REDIS_DB", "one"),
     ("REDIS_DB", "-1"),
     ("REDIS_DB", "10001"),

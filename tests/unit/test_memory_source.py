@@ -8,6 +8,7 @@ import trio.testing
 
 from pushtrio.contract.records import Record
 from pushtrio.source import batch_size_for
+from pushtrio.source.intake import Intake
 from pushtrio.source.memory import MemoryBroker, MemorySource
 
 TOPIC = "notifications"
@@ -58,17 +59,22 @@ def test_the_batch_size_follows_the_queue_bound(max_queue_size: int, batch_size:
     assert batch_size_for(max_queue_size) == batch_size
 
 
+async def take_one(intake: Intake) -> Record:
+    [record] = await intake.take(1)
+    return record
+
+
 async def test_records_come_in_offset_order() -> None:
     broker = MemoryBroker()
     await broker.publish_many(TOPIC, values(12))
     source = MemorySource(broker, TOPIC, batch_size=5)
-    record_send, record_recv = trio.open_memory_channel[Record](100)
+    intake = Intake(100)
     records: list[Record] = []
     async with trio.open_nursery() as nursery:
-        await nursery.start(source.serve, record_send)
+        await nursery.start(source.serve, intake)
         with trio.fail_after(5):
             while len(records) < 12:
-                records.append(await record_recv.receive())
+                records.append(await take_one(intake))
         assert [r.offset for r in records] == list(range(12))
         assert [r.value for r in records] == [f"v{i}".encode() for i in range(12)]
         assert [r.key for r in records] == [f"k{i}".encode() for i in range(12)]
@@ -80,12 +86,12 @@ async def test_records_come_in_offset_order() -> None:
         # Records published later are fed too.
         await broker.publish_many(TOPIC, values(1, start=12))
         with trio.fail_after(5):
-            late = await record_recv.receive()
+            late = await take_one(intake)
         assert late.offset == 12
         source.stop_intake()
-    # serve returned after stop_intake and closed its end of the channel.
+    # serve returned after stop_intake and closed the intake.
     with trio.fail_after(5):
-        assert [record async for record in record_recv] == []
+        assert await intake.take(100) == []
 
 
 async def test_a_full_channel_holds_the_source_back(autojump_clock: trio.abc.Clock) -> None:
@@ -95,18 +101,18 @@ async def test_a_full_channel_holds_the_source_back(autojump_clock: trio.abc.Clo
     broker = MemoryBroker()
     await broker.publish_many(TOPIC, values(total))
     source = MemorySource(broker, TOPIC, batch_size=batch_size)
-    record_send, record_recv = trio.open_memory_channel[Record](max_queue_size)
+    intake = Intake(max_queue_size)
     seen_queued: list[int] = []
     seen_in_flight: list[int] = []
     consumed = 0
     async with trio.open_nursery() as nursery:
-        await nursery.start(source.serve, record_send)
+        await nursery.start(source.serve, intake)
         while consumed < total:
             # Let the source fill up as far as it will before each sample.
             await trio.testing.wait_all_tasks_blocked()
-            seen_queued.append(record_recv.statistics().current_buffer_used)
+            seen_queued.append(len(intake))
             seen_in_flight.append(source.in_flight())
-            record = await record_recv.receive()
+            record = await take_one(intake)
             consumed += 1
             await trio.sleep(1)  # a slow worker (virtual time)
             source.settle([record])
@@ -120,19 +126,19 @@ async def test_a_full_channel_holds_the_source_back(autojump_clock: trio.abc.Clo
     assert source.lag() == 0
 
 
-async def receive(record_recv: trio.MemoryReceiveChannel[Record], n: int) -> list[Record]:
+async def receive(intake: Intake, n: int) -> list[Record]:
     with trio.fail_after(5):
-        return [await record_recv.receive() for _ in range(n)]
+        return [await take_one(intake) for _ in range(n)]
 
 
 async def test_settle_out_of_order_commits_only_up_to_the_first_gap() -> None:
     broker = MemoryBroker()
     await broker.publish_many(TOPIC, values(8))
     source = MemorySource(broker, TOPIC, batch_size=10)
-    record_send, record_recv = trio.open_memory_channel[Record](10)
+    intake = Intake(10)
     async with trio.open_nursery() as nursery:
-        await nursery.start(source.serve, record_send)
-        batch = await receive(record_recv, 8)
+        await nursery.start(source.serve, intake)
+        batch = await receive(intake, 8)
         assert source.lag() == 8
 
         source.settle([batch[i] for i in (5, 1, 0)])
@@ -151,10 +157,10 @@ async def test_aclose_stops_the_feed_and_keeps_unsettled_records_uncommitted() -
     broker = MemoryBroker()
     await broker.publish_many(TOPIC, values(4))
     source = MemorySource(broker, TOPIC, batch_size=4)
-    record_send, record_recv = trio.open_memory_channel[Record](10)
+    intake = Intake(10)
     async with trio.open_nursery() as nursery:
-        await nursery.start(source.serve, record_send)
-        batch = await receive(record_recv, 4)
+        await nursery.start(source.serve, intake)
+        batch = await receive(intake, 4)
         source.settle(batch[:2])
         await source.aclose()
     assert source.tracker.committed(TP) == 2

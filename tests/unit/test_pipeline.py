@@ -21,7 +21,7 @@ import trio
 from pushtrio.config import Settings
 from pushtrio.contract.delays import StepKind
 from pushtrio.contract.outcome import Outcome, OutcomeKind
-from pushtrio.contract.records import ORIGIN_HEADER, Record
+from pushtrio.contract.records import ORIGIN_HEADER
 from pushtrio.pipeline.breaker import BreakerOptions, build_breakers
 from pushtrio.pipeline.policy import Scheduler, SchedulerOptions
 from pushtrio.pipeline.workers import Pipeline, PipelineOptions
@@ -36,6 +36,7 @@ from pushtrio.service.backends import delay_topics
 from pushtrio.sinks.events import EventHub, Subscription
 from pushtrio.sinks.metrics import Metrics
 from pushtrio.source import batch_size_for
+from pushtrio.source.intake import Intake
 from pushtrio.source.memory import MemoryBroker, MemorySource
 from pushtrio.stores.dedup import MemoryDedup
 from pushtrio.stores.limiter.memory import MemoryLimiter
@@ -153,16 +154,16 @@ async def run_pipeline(
         step_sinks=[metrics.record_steps, hub.publish],
         settle=source.settle,
     )
-    record_send, record_recv = trio.open_memory_channel[Record](config.max_queue_size)
+    intake = Intake(config.max_queue_size)
     with (
         hub.subscribe(capacity=100_000, events=KINDS) as feed,
         hub.subscribe(capacity=100_000, events=STEPS) as steps,
     ):
         async with trio.open_nursery() as nursery:
-            await nursery.start(pipeline.serve, record_recv)
-            await nursery.start(source.serve, record_send)
+            await nursery.start(pipeline.serve, intake)
+            await nursery.start(source.serve, intake)
             yield Running(config, broker, source, metrics, providers, feed, steps, delivered_at)
-            source.stop_intake()  # the source closes the channel; the pipeline drains
+            source.stop_intake()  # the source closes the intake; the pipeline drains
 
 
 def kinds_of(events: Sequence[dict[str, Any]]) -> Counter[str]:

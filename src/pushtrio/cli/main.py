@@ -113,6 +113,16 @@ def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return error
 
 
+def _priority(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected an integer from 0 to 3") from None
+    if not 0 <= value <= 3:
+        raise argparse.ArgumentTypeError("expected an integer from 0 to 3")
+    return value
+
+
 def _cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
     from .produce import ProduceOptions, run_produce
 
@@ -124,7 +134,9 @@ def _cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
         expired_share=args.expired,
         duplicate_share=args.duplicates,
         rate=args.rate,
-        topic=args.topic or settings.kafka_topic,
+        lanes=settings.lanes,
+        topic=args.topic,
+        priority=args.priority,
         file=args.file,
         prefix=args.id_prefix or f"gen-{int(time.time())}",
         progress=not args.quiet,
@@ -138,7 +150,8 @@ def _cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
         print(f"pushtrio produce: {exc}", file=sys.stderr)
         return 2
     if not args.quiet:
-        print(f"wrote {written} records to {options.topic}")
+        where = ", ".join(f"{n} to {topic}" for topic, n in sorted(written.items()))
+        print(f"wrote {sum(written.values())} records: {where or 'none'}")
     return 0
 
 
@@ -345,7 +358,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--duplicates", type=_share, default=0.0, help="share of records repeating an earlier id"
     )
     produce.add_argument("--rate", type=float, default=0.0, help="records per second (0: flat out)")
-    produce.add_argument("--topic", default="", help="topic (default: KAFKA_TOPIC)")
+    produce.add_argument(
+        "--topic",
+        default="",
+        help="write every record to this topic (default: KAFKA_TOPIC, or URGENT_TOPIC for "
+        "priorities of URGENT_PRIORITY or more)",
+    )
+    produce.add_argument(
+        "--priority",
+        type=_priority,
+        default=None,
+        help="priority of every generated notification, 0-3 (default: a mix)",
+    )
     produce.add_argument("--id-prefix", default="", help="prefix of generated ids")
     produce.add_argument(
         "--file", default="", help="write the JSON lines of this file ('-': stdin) instead"

@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..config import MEMORY_URL
 from ..contract.errors import BrokerUnavailable
+from ..contract.lanes import DEFAULT_LANES, LaneTopics, peek_priority
 from ..contract.notification import format_time
 
 INVALID_SAMPLES = (
@@ -45,7 +46,12 @@ class ProduceOptions:
     expired_share: float = 0.0
     duplicate_share: float = 0.0
     rate: float = 0.0
-    topic: str = "notifications"
+    lanes: LaneTopics = DEFAULT_LANES
+    """Where each record goes, by its priority (the urgent topic for urgent ones)."""
+    topic: str = ""
+    """Set: every record goes to this topic instead."""
+    priority: int | None = None
+    """Set: the priority of every generated notification (else a mix of 0 to 3)."""
     file: str = ""
     prefix: str = "gen"
     progress: bool = True
@@ -77,7 +83,7 @@ def generate(options: ProduceOptions) -> Iterator[tuple[bytes, bytes]]:
             "title": f"Notification {i}",
             "body": "Your order has shipped",
             "data": {"n": i},
-            "priority": i % 4,
+            "priority": i % 4 if options.priority is None else options.priority,
             "created_at": created,
             "expires_at": past if expired else future,
         }
@@ -92,8 +98,8 @@ def _lines(path: str) -> Iterator[tuple[bytes | None, bytes]]:
                 yield None, line.strip()
 
 
-def run_produce(brokers: Sequence[str], options: ProduceOptions) -> int:
-    """Write the records; return how many the broker acknowledged.
+def run_produce(brokers: Sequence[str], options: ProduceOptions) -> dict[str, int]:
+    """Write the records; return how many went to each topic (all acknowledged).
 
     Raises ValueError on the embedded queue (it lives inside ``pushtrio serve``:
     use POST /send there) and BrokerUnavailable when Kafka does not take them.
@@ -117,6 +123,7 @@ def run_produce(brokers: Sequence[str], options: ProduceOptions) -> int:
     except KafkaError as exc:
         raise BrokerUnavailable(f"cannot reach Kafka: {exc}") from exc
     written = 0
+    by_topic: dict[str, int] = {}
     failures: list[BaseException] = []
     started = time.monotonic()
     with Progress(
@@ -135,7 +142,9 @@ def run_produce(brokers: Sequence[str], options: ProduceOptions) -> int:
                     delay = due - time.monotonic()
                     if delay > 0:
                         time.sleep(delay)  # pacing a steady offered load, not synchronisation
-                future = producer.send(options.topic, key=key, value=value)
+                topic = options.topic or options.lanes.topic_for(peek_priority(value))
+                by_topic[topic] = by_topic.get(topic, 0) + 1
+                future = producer.send(topic, key=key, value=value)
                 future.add_errback(failures.append)
                 written += 1
                 if written % 500 == 0:
@@ -152,4 +161,4 @@ def run_produce(brokers: Sequence[str], options: ProduceOptions) -> int:
         raise BrokerUnavailable(
             f"Kafka refused {len(failures)} of {written} records: {failures[0]}"
         )
-    return written
+    return by_topic

@@ -25,6 +25,7 @@ import msgspec
 import orjson
 
 from .errors import InvalidNotification, NotificationTooLarge
+from .lanes import DEFAULT_PRIORITY
 from .schema import (
     MAX_ID_CHARS,
     MAX_USER_ID_CHARS,
@@ -217,7 +218,7 @@ def checked(
         title=document.title or "",
         body=document.body or "",
         data=data,
-        priority=1 if priority is None else int(priority),
+        priority=DEFAULT_PRIORITY if priority is None else int(priority),
         created_at=_in_utc_range(document.created_at, "created_at"),
         expires_at=_in_utc_range(document.expires_at, "expires_at"),
         provider=provider or provider_for(document.user_id),

@@ -1,7 +1,8 @@
 """Records: what a source reads from a topic and what a publisher writes to one.
 
 The contract shared by the sources, the pipeline and the web layer (``POST /send``
-publishes); no I/O here and no pushtrio imports, so every layer imports it downward.
+publishes); no I/O here and no imports but the lanes' default priority, so every
+layer imports it downward.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from typing import Protocol
 
 import msgspec
 import orjson
+
+from .lanes import DEFAULT_PRIORITY
 
 Headers = list[tuple[str, bytes]]
 Message = tuple[bytes | None, bytes | None, Headers]
@@ -28,6 +31,9 @@ class Record(msgspec.Struct, frozen=True, gc=False):
     key: bytes | None = None
     epoch: int = 0
     headers: tuple[tuple[str, bytes], ...] = ()
+    priority: int = DEFAULT_PRIORITY
+    """Read from the value before it is decoded (:func:`~.lanes.peek_priority`): the
+    record's rank among those waiting for a worker."""
 
 
 ORIGIN_HEADER = "pushtrio-origin"

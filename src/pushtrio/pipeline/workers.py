@@ -1,6 +1,6 @@
 """The worker pipeline: every record in, exactly one outcome out (or a later one).
 
-  record_recv ─> workers (WORKER_COUNT, a batch at a time) ──> settle_recv ─> settler
+  intake ──────> workers (WORKER_COUNT, a batch at a time) ──> settle_recv ─> settler
                 decode + validate, expired?, duplicate?,             │
                 breaker open? ─> park, rate limited? ─> defer,       ├─> dead letters and
                 one provider call per provider:                      │   delay topics
@@ -8,8 +8,9 @@
                                                                      │   feed, logs)
                                                                      └─> settle (source)
 
-Workers take records in batches of up to ``batch_size`` (one worker at a time waits
-on the channel, so a batch holds all that is there, not one record per idle worker):
+Workers take records in batches of up to ``batch_size`` from the intake, highest
+priority first (one worker at a time takes, so a batch holds all that is there, not
+one record per idle worker):
 one dedup look-up, one limiter round trip and one provider call per provider per
 batch (as FCM's batch send and APNs's multiplexed HTTP/2 streams do). Nothing waits
 in memory: a notification that cannot go out now (a transient failure, an open
@@ -52,6 +53,7 @@ from ..contract.notification import (
 from ..contract.outcome import Outcome, OutcomeKind
 from ..contract.records import Batch, Publisher, Record, origin
 from ..providers.base import Provider
+from ..source.intake import Intake
 from ..stores.dedup import DedupStore
 from ..stores.limiter import Limiter
 from .attempt import Answer, first_attempts
@@ -117,7 +119,6 @@ class Pipeline:
         self._sinks = tuple(sinks)
         self._step_sinks = tuple(step_sinks)
         self._settle = settle
-        self._taking = trio.Lock()  # one worker at a time waits on the channel
         self._claims: dict[str, Record] = {}
         self.backend = BackendCalls()
         """Every Redis and publisher call goes through it: retried until it passes;
@@ -125,11 +126,11 @@ class Pipeline:
 
     async def serve(
         self,
-        record_recv: trio.MemoryReceiveChannel[Record],
+        intake: Intake,
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Run workers and the settler until ``record_recv`` is closed and drained.
+        """Run workers and the settler until ``intake`` is closed and drained.
 
         Returns once every record taken has been settled. On cancellation the
         unsettled records stay uncommitted and will be read again.
@@ -139,37 +140,18 @@ class Pipeline:
         )
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._run_settler, settle_recv)
-            async with settle_send, record_recv, trio.open_nursery() as work:
+            async with settle_send, trio.open_nursery() as work:
                 for _ in range(self._options.worker_count):
-                    work.start_soon(self._run_worker, record_recv.clone(), settle_send)
+                    work.start_soon(self._run_worker, intake, settle_send)
                 task_status.started()
 
     async def _run_worker(
-        self,
-        record_recv: trio.MemoryReceiveChannel[Record],
-        settle_send: trio.MemorySendChannel[StageResult],
+        self, intake: Intake, settle_send: trio.MemorySendChannel[StageResult]
     ) -> None:
-        async with record_recv:
-            while batch := await self._take_batch(record_recv):
-                await self._process_batch(batch, settle_send)
-
-    async def _take_batch(self, record_recv: trio.MemoryReceiveChannel[Record]) -> Batch:
-        """Wait for a record, then take what else is there, up to ``batch_size``.
-
-        Empty once the channel is closed and drained.
-        """
-        async with self._taking:
-            try:
-                batch = [await record_recv.receive()]
-            except trio.EndOfChannel:
-                return []
-            take = record_recv.receive_nowait
-            while len(batch) < self._options.batch_size:
-                try:
-                    batch.append(take())
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
-            return batch
+        # The intake hands a batch to one worker at a time: all there is, highest
+        # priority first, up to batch_size (see source/intake.py).
+        while batch := await intake.take(self._options.batch_size):
+            await self._process_batch(batch, settle_send)
 
     async def _process_batch(
         self, batch: Batch, settle_send: trio.MemorySendChannel[StageResult]

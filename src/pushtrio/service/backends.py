@@ -65,6 +65,7 @@ async def open_backends(settings: Settings) -> AsyncIterator[Backends]:
             settings.kafka_topic,
             batch_size=batch_size,
             delay_topics=delay_topics(settings).all(),
+            urgent_topic=settings.urgent_topic,
         )
         publisher = broker
     else:
@@ -74,6 +75,7 @@ async def open_backends(settings: Settings) -> AsyncIterator[Backends]:
             settings.consumer_group,
             batch_size=batch_size,
             delay_topics=delay_topics(settings).all(),
+            urgent_topic=settings.urgent_topic,
         )
         publisher = KafkaPublisher(settings.kafka_brokers, timeout_s=10.0)
     try:

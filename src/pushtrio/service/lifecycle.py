@@ -26,7 +26,6 @@ from .. import __version__
 from ..budgets import TimeBudgets
 from ..config import Settings
 from ..contract.errors import BackendError
-from ..contract.records import Record
 from ..pipeline.breaker import DEFAULT_WINDOW, BreakerOptions, BreakerState, build_breakers
 from ..pipeline.policy import Scheduler, SchedulerOptions
 from ..pipeline.workers import OutcomeSink, Pipeline, PipelineOptions
@@ -41,6 +40,7 @@ from ..sinks.events import BreakerEvent, EventHub, TokenPrunedEvent
 from ..sinks.metrics import Metrics
 from ..sinks.outcome_log import OutcomeJournal, OutcomeLogger
 from ..source import batch_size_for
+from ..source.intake import Intake
 from ..stores.devices import Device
 from ..web import AppHandles, WebOptions
 from ..web.server import serve_web
@@ -60,7 +60,7 @@ def web_options(settings: Settings) -> WebOptions:
     return WebOptions(
         host=settings.host,
         port=settings.port,
-        topic=settings.kafka_topic,
+        lanes=settings.lanes,
         admin_token=settings.admin_token,
     )
 
@@ -124,7 +124,7 @@ class Service:
         self.backends: Backends | None = None
         self.pipeline: Pipeline | None = None
         self.addresses: list[str] = []
-        self._record_recv: trio.MemoryReceiveChannel[Record] | None = None
+        self._intake: Intake | None = None
         self._source_ready = False
 
     async def serve(
@@ -160,8 +160,7 @@ class Service:
         self, backends: Backends, stop: trio.Event, task_status: trio.TaskStatus[list[str]]
     ) -> None:
         settings, source = self.settings, backends.source
-        record_send, record_recv = trio.open_memory_channel[Record](settings.max_queue_size)
-        self._record_recv = record_recv
+        intake = self._intake = Intake(settings.max_queue_size)
         pipeline = self._build_pipeline(backends)
         web_stop = trio.Event()
         stopping_at = 0.0
@@ -170,8 +169,8 @@ class Service:
             try:
                 with trio.CancelScope() as drain:
                     async with trio.open_nursery() as work:
-                        await work.start(pipeline.serve, record_recv)
-                        if await self._start_source(root, backends, record_send, stop):
+                        await work.start(pipeline.serve, intake)
+                        if await self._start_source(root, backends, intake, stop):
                             work.start_soon(
                                 release_while_refused,
                                 source,
@@ -209,13 +208,13 @@ class Service:
         self,
         root: trio.Nursery,
         backends: Backends,
-        record_send: trio.MemorySendChannel[Record],
+        intake: Intake,
         stop: trio.Event,
     ) -> bool:
         """Start the source once Redis and the broker answer; False if stopped first.
 
         The source runs in ``root`` because it outlives the drain: it returns after
-        its final commit. When it never starts, the channel is closed here so
+        its final commit. When it never starts, the intake is closed here so
         that the pipeline drains and returns.
         """
         probes = {"kafka": backends.publisher.check}
@@ -225,7 +224,7 @@ class Service:
             delay = 0.5
             while not stop.is_set():
                 try:
-                    await root.start(backends.source.serve, record_send)
+                    await root.start(backends.source.serve, intake)
                 except BackendError as exc:
                     log.warning("source not ready, retrying in %.1fs: %s", delay, exc)
                     with trio.move_on_after(delay):
@@ -234,7 +233,7 @@ class Service:
                 else:
                     self._source_ready = True
                     return True
-        await record_send.aclose()
+        intake.close()
         return False
 
     def _log_ready(self, backends: Backends) -> None:
@@ -305,9 +304,8 @@ class Service:
         return self.pipeline
 
     def _queued(self) -> int:
-        """Records waiting for a worker, as the channel itself counts them."""
-        recv = self._record_recv
-        return 0 if recv is None else recv.statistics().current_buffer_used
+        """Records waiting for a worker, as the intake counts them."""
+        return 0 if self._intake is None else len(self._intake)
 
     def _handles(self, backends: Backends) -> AppHandles:
         return AppHandles(

@@ -1,11 +1,11 @@
 """Where notifications come from: Kafka (:mod:`.kafka`) or the embedded queue (:mod:`.memory`).
 
-A source hands :class:`~pushtrio.contract.records.Record` objects to the workers through a
-memory channel of MAX_QUEUE_SIZE records, which alone carries the back-pressure: a
-full channel holds the source back. Workers take up to :func:`batch_size_for`
-records at once. The source learns, through :meth:`Source.settle`, which records
-have an outcome; it commits a partition's offset only when every
-earlier record of it is settled (see :mod:`.tracker`).
+A source hands :class:`~pushtrio.contract.records.Record` objects to the workers through
+the :class:`~.intake.Intake` (MAX_QUEUE_SIZE records, highest priority taken first),
+which alone carries the back-pressure: a full intake holds the source back. Workers
+take up to :func:`batch_size_for` records at once. The source learns, through
+:meth:`Source.settle`, which records have an outcome; it commits a partition's
+offset only when every earlier record of it is settled (see :mod:`.tracker`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import trio
 
 from ..contract.dead_letter import Letter
 from ..contract.records import Record
+from .intake import Intake
 
 
 def batch_size_for(max_queue_size: int) -> int:
@@ -33,13 +34,13 @@ class Source(Protocol):
 
     async def serve(
         self,
-        record_send: trio.MemorySendChannel[Record],
+        intake: Intake,
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Feed records into ``record_send`` until :meth:`stop_intake`, then close it.
+        """Feed records into ``intake`` until :meth:`stop_intake`, then close it.
 
-        A full channel is the only brake: the source waits (Kafka: pauses its
+        A full intake is the only brake: the source waits (Kafka: pauses its
         partitions and keeps polling) until the workers take records.
 
         Keeps committing settled offsets until :meth:`aclose`; returns after the
@@ -73,6 +74,11 @@ class Source(Protocol):
 
     def lag(self) -> int:
         """Records on the assigned partitions not yet committed (best effort)."""
+        ...
+
+    def unread(self) -> dict[str, int]:
+        """Records of each lane (``main``, ``urgent``) on this instance's partitions not
+        handed out yet, as far as the source knows."""
         ...
 
     def health(self) -> dict[str, Any]: ...

@@ -21,8 +21,10 @@ import trio
 
 from ..contract.dead_letter import Letter
 from ..contract.delays import due_ms, now_ms
+from ..contract.lanes import MAIN, URGENT, peek_priority
 from ..contract.records import Headers, Message, Record
 from . import LETTER_CHUNK_SIZE
+from .intake import Intake
 from .tracker import OffsetTracker
 
 Item = tuple[bytes | None, bytes | None, Headers, int]
@@ -134,17 +136,21 @@ class MemorySource:
         *,
         batch_size: int,
         delay_topics: Sequence[str] = (),
+        urgent_topic: str = "",
         clock: Callable[[], int] = now_ms,
     ) -> None:
         self._broker = broker
         self._clock = clock
         self._topic = topic
         self._delay_topics = tuple(delay_topics)
+        self._urgent_topic = urgent_topic
         self.batch_size = batch_size
         self.tracker = OffsetTracker()
         self._epochs: dict[str, int] = {}
         self._positions: dict[str, int] = {}
-        for name in (topic, *self._delay_topics):
+        self._urgent_read = trio.Event()
+        self._urgent_read.set()
+        for name in (topic, *self._delay_topics, *([urgent_topic] if urgent_topic else [])):
             self._epochs[name] = self.tracker.assign((name, 0))
             broker.reading(name)
             self._positions[name] = broker.start_offset(name)
@@ -152,34 +158,61 @@ class MemorySource:
 
     async def serve(
         self,
-        record_send: trio.MemorySendChannel[Record],
+        intake: Intake,
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Feed new records of the topics into ``record_send`` until :meth:`stop_intake`."""
-        async with record_send:
+        """Feed new records of the topics into ``intake`` until :meth:`stop_intake`.
+
+        The urgent topic, when there is one, is read first: the main topic's feed
+        waits while the urgent one has records it has not handed out.
+        """
+        try:
             task_status.started()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._watch_stop, nursery.cancel_scope)
                 for name in self._delay_topics:
-                    nursery.start_soon(self._run_feed, name, record_send, True)
-                await self._run_feed(self._topic, record_send, False)
+                    nursery.start_soon(self._run_feed, name, intake, True)
+                if self._urgent_topic:
+                    nursery.start_soon(self._run_feed, self._urgent_topic, intake, False)
+                await self._run_feed(self._topic, intake, False)
+        finally:
+            intake.close()
 
     async def _watch_stop(self, scope: trio.CancelScope) -> None:
         await self._stop.wait()
         scope.cancel()
 
-    async def _run_feed(
-        self, topic: str, record_send: trio.MemorySendChannel[Record], delayed: bool
-    ) -> None:
+    async def _run_feed(self, topic: str, intake: Intake, delayed: bool) -> None:
         broker, epoch = self._broker, self._epochs[topic]
+        urgent = topic == self._urgent_topic
         while True:
             position = self._positions[topic]
+            if urgent:
+                if position >= broker.end_offset(topic):
+                    self._urgent_read.set()
+                    await broker.wait_for_more()
+                    continue
+                if self._urgent_read.is_set():
+                    self._urgent_read = trio.Event()
+            elif topic == self._topic and not self._urgent_read.is_set():
+                await self._urgent_read.wait()  # the urgent lane first
+                continue
             if position >= broker.end_offset(topic):
                 await broker.wait_for_more()
                 continue
             batch = read = [
-                Record(topic, 0, offset, value, stamp, key, epoch, tuple(headers))
+                Record(
+                    topic,
+                    0,
+                    offset,
+                    value,
+                    stamp,
+                    key,
+                    epoch,
+                    tuple(headers),
+                    peek_priority(value),
+                )
                 for offset, (key, value, headers, stamp) in broker.read(
                     topic, position, self.batch_size
                 )
@@ -195,9 +228,9 @@ class MemorySource:
             self.tracker.hand_out((topic, 0), epoch, range(position, end))
             for record in batch:
                 try:
-                    record_send.send_nowait(record)
+                    intake.put_nowait(record)
                 except trio.WouldBlock:
-                    await record_send.send(record)  # waits while the channel is full
+                    await intake.put(record)  # waits while the intake is full
                 self._positions[topic] = record.offset + 1
 
     def release(self) -> None:
@@ -236,6 +269,14 @@ class MemorySource:
         if committed is None:
             committed = self._broker.start_offset(self._topic)
         return self._broker.end_offset(self._topic) - committed
+
+    def unread(self) -> dict[str, int]:
+        """Records of each lane not handed out yet."""
+        unread = {MAIN: self._broker.end_offset(self._topic) - self._positions[self._topic]}
+        if self._urgent_topic:
+            urgent = self._urgent_topic
+            unread[URGENT] = self._broker.end_offset(urgent) - self._positions[urgent]
+        return unread
 
     def waiting(self) -> int:
         """Records in the delay topics not yet committed (waiting or in flight)."""

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..contract.lanes import DEFAULT_LANES, LaneTopics
 from ..contract.records import Publisher
 from ..pipeline.breaker import CircuitBreaker
 from ..pipeline.replay import ReplayFilter, ReplayReport
@@ -27,8 +28,8 @@ class WebOptions:
     host: str = "127.0.0.1"
     port: int = 8080
     """0 binds a free port; the bound address is reported by ``serve_web``."""
-    topic: str = "notifications"
-    """Where ``POST /send`` publishes."""
+    lanes: LaneTopics = DEFAULT_LANES
+    """Where ``POST /send`` publishes: the urgent topic for urgent priorities."""
     admin_token: str = ""
     """Bearer token for the admin endpoints; empty leaves them open."""
 

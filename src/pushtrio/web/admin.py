@@ -111,6 +111,7 @@ def add_admin_routes(app: QuartTrio, handles: AppHandles) -> None:
         """Write a notification to the topic
 
         The same contract as a Kafka record; an absent id is made here (and returned).
+        An urgent priority (URGENT_PRIORITY or more) goes to the urgent topic.
         """
         try:
             notification = checked(data, default_id=lambda: uuid.uuid4().hex)
@@ -122,7 +123,8 @@ def add_admin_routes(app: QuartTrio, handles: AppHandles) -> None:
         item = (notification.user_id.encode(), value, [("source", b"http")])
         try:
             with trio.fail_after(SEND_TIMEOUT_S):
-                await handles.publisher.publish_many(handles.options.topic, [item])
+                topic = handles.options.lanes.topic_for(notification.priority)
+                await handles.publisher.publish_many(topic, [item])
         except (BackendError, trio.TooSlowError) as exc:
             return json_error(503, f"broker unavailable: {exc or 'timeout'}")
         return SendAccepted(id=notification.id), 202

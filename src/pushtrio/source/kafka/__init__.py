@@ -30,6 +30,9 @@ The work-arounds owed to kafka-python's behaviour, each measured on kafka-python
   assignment to the reader.
 - ``monitor``: the consumer's own view of lag covers only its assigned, unstuck
   partitions; an admin client asks the brokers for the whole group's.
+- ``lanes``: kafka-python returns what it fetched in its own order, so an urgent
+  record would wait behind the main topic's buffered backlog; the main topic is
+  paused while the urgent one has records not polled yet.
 - ``held``: kafka-python cannot delay a record; delay-topic records read before
   they are due wait here with their partition paused.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ...contract.lanes import peek_priority
 from ...contract.records import Record
 
 
@@ -34,6 +35,7 @@ def to_records(
                 r.key,
                 epoch,
                 tuple(r.headers) if r.headers else (),
+                peek_priority(r.value),
             )
             for r in records
         )

@@ -6,6 +6,10 @@ When the channel to the workers is full it keeps the rest, pauses its partitions
 and keeps polling, so ``max_poll_interval_ms`` never expires and the
 group keeps the member; it resumes once everything is handed over.
 
+The urgent lane (.lanes): while the urgent topic has records not polled yet, the
+main topic's partitions are paused (at most HOLD_MAX_S at a time); what waits to be
+handed over is offered highest priority first.
+
 Rebalances are handled by .rebalance: on revoke the listener commits what is settled
 and drops the partitions' state; on assign it queues the partitions, which the
 reader thread seeks to their committed offsets.
@@ -28,12 +32,15 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from ...contract.errors import BackendError
+from ...contract.lanes import MAIN, URGENT
 from ...contract.records import Record
+from ..intake import Intake
 from ..tracker import OffsetTracker
 from .clients import CALL_TIMEOUT_MS, new_consumer
 from .errors import DECODE_ERRORS, StuckPartitions, describe
 from .fetcher_fix import release_parked
 from .held import HeldRecords
+from .lanes import LaneGate, unread
 from .membership import Membership
 from .monitor import GroupMonitor
 from .polled import offsets_by_partition, to_records
@@ -55,6 +62,10 @@ CLOSE_GRACE_S = 5.0
 abandoning it (a thread stuck inside kafka-python must not keep the process alive)."""
 
 
+def _priority(record: Record) -> int:
+    return record.priority
+
+
 class KafkaSource:
     """Consumes ``topic`` in ``group`` and feeds record batches to the workers."""
 
@@ -68,21 +79,26 @@ class KafkaSource:
         *,
         batch_size: int,
         delay_topics: Sequence[str] = (),
+        urgent_topic: str = "",
     ) -> None:
         self._brokers = list(brokers)
         self._topic = topic
+        self._urgent_topic = urgent_topic
+        self.lanes = LaneGate()
+        self._unread = {MAIN: 0, URGENT: 0} if urgent_topic else {MAIN: 0}
         self.held = HeldRecords(delay_topics)
         self._group = group
         self.batch_size = batch_size
         self.tracker = OffsetTracker()
         self._assignments = Assignments(self.tracker)
         self._consumer: Any = None
-        self.monitor = GroupMonitor(brokers, topic, group, delay_topics=delay_topics)
+        side_topics = [*delay_topics, *([urgent_topic] if urgent_topic else [])]
+        self.monitor = GroupMonitor(brokers, topic, group, delay_topics=side_topics)
         self._intake_stopped = threading.Event()
         self._closing = threading.Event()
         self.status = ReaderStatus()
         self.stuck = StuckPartitions()
-        self.membership = Membership([topic, *delay_topics], group, self.monitor, self._listener)
+        self.membership = Membership([topic, *side_topics], group, self.monitor, self._listener)
         self.loop_at = time.monotonic()
         """When the reader thread last went round its loop (monotonic seconds)."""
 
@@ -90,7 +106,7 @@ class KafkaSource:
 
     async def serve(
         self,
-        record_send: trio.MemorySendChannel[Record],
+        intake: Intake,
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -101,11 +117,12 @@ class KafkaSource:
         the thread is told to close, commits what is settled (never more) and is
         waited for.
         """
-        self._send = record_send
+        self._intake = intake
+        # Not closed when the brokers cannot be reached: the service tries again.
         consumer = await trio.to_thread.run_sync(self._open_consumer)
         self._consumer = consumer
         token = trio.lowlevel.current_trio_token()
-        async with record_send:
+        try:
             thread_done = trio.Event()
             thread_scope = trio.CancelScope(shield=True)
             async with trio.open_nursery() as nursery:
@@ -114,7 +131,7 @@ class KafkaSource:
                 try:
                     task_status.started()
                     await trio.to_thread.run_sync(self._intake_stopped.wait, abandon_on_cancel=True)
-                    await record_send.aclose()
+                    intake.close()
                     await trio.to_thread.run_sync(self._closing.wait, abandon_on_cancel=True)
                 finally:
                     # Also on cancellation (a crash elsewhere): the thread must end,
@@ -131,6 +148,8 @@ class KafkaSource:
                             CLOSE_GRACE_S,
                         )
                     nursery.cancel_scope.cancel()
+        finally:
+            intake.close()
 
     async def _run_thread(
         self, token: trio.lowlevel.TrioToken, done: trio.Event, scope: trio.CancelScope
@@ -180,7 +199,7 @@ class KafkaSource:
         """
         current: dict[tuple[str, int], bool] = {}
         sent: list[Record] = []
-        send = self._send.send_nowait
+        send = self._intake.put_nowait
         done = 0
         for record in pending:
             tp = (record.topic, record.partition)
@@ -230,6 +249,9 @@ class KafkaSource:
     def lag(self) -> int:
         return self.monitor.lag()
 
+    def unread(self) -> dict[str, int]:
+        return dict(self._unread)
+
     def health(self) -> dict[str, Any]:
         assigned = {p for t, p in self.tracker.assigned() if t == self._topic}
         status = self.status
@@ -249,6 +271,8 @@ class KafkaSource:
             "assigned_partitions": sorted(assigned),
             "paused": status.paused,
             "delayed_held": len(self.held),
+            "urgent_topic": self._urgent_topic or None,
+            "main_held_for_urgent": self.lanes.holding,
             "lag": self.monitor.lag(),
             "stuck_partitions": self.stuck.report(),
             "error": "; ".join(errors) or None,
@@ -317,6 +341,8 @@ class KafkaSource:
         if not self._intake_stopped.is_set():
             pending.extend(self.held.hold(to_records(records, fresh, self.tracker.epoch)))
             pending.extend(self.held.release_due())
+            if len(pending) > 1:
+                pending.sort(key=_priority, reverse=True)  # stable: arrival order kept
             pending[:] = self._hand_over(consumer, token, pending)
         elif not self.status.paused:
             pending.clear()
@@ -383,10 +409,18 @@ class KafkaSource:
         log.debug("partitions %s", "paused" if pause else "resumed")
 
     def _hold_back(self, consumer: Any) -> None:
-        """Pause the delay-topic partitions whose head is not due; resume the others."""
+        """Pause the delay-topic partitions whose head is not due, and the main topic's
+        while the urgent lane has records not polled yet (see .lanes); resume the others."""
         assigned = consumer.assignment()
         waiting = {tp for tp in assigned if self.held.waiting(tp.topic, tp.partition)}
-        paused = {tp for tp in consumer.paused() if tp.topic in self.held.topics}
+        if self._urgent_topic:
+            main = [tp for tp in assigned if tp.topic == self._topic]
+            urgent = unread(consumer, (tp for tp in assigned if tp.topic == self._urgent_topic))
+            self._unread = {MAIN: unread(consumer, main), URGENT: urgent}
+            if self.lanes.hold_main(urgent):
+                waiting.update(main)
+        held_back = self.held.topics | {self._topic}
+        paused = {tp for tp in consumer.paused() if tp.topic in held_back}
         if waiting - paused:
             consumer.pause(*(waiting - paused))
         due = [tp for tp in paused - waiting if (tp.topic, tp.partition) not in self.stuck]
