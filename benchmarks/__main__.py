@@ -49,6 +49,7 @@ from .delays import DEFER_PER_USER, DEFER_USERS, run_defer, run_outage
 from .environment import Services, kafka_addr, machine_info, redis_addr
 from .feed import BURST, run_feed
 from .kafka_io import Kafka
+from .lanes import BACKLOG, run_lanes
 from .latency import run_latency
 from .pipeline import run_throughput
 from .providers import run_providers
@@ -65,6 +66,7 @@ PHASES = (
     "defer",
     "providers",
     "dedup",
+    "lanes",
 )
 OUTAGE_MESSAGES = 50_000
 PROVIDER_MESSAGES = 20_000
@@ -293,6 +295,12 @@ def run_phases(bench: Bench, args: argparse.Namespace, doc: dict[str, Any]) -> N
             "providers: "
             + ", ".join(f"{run.label} {report.fmt_rate(run.rate)}" for run in providers.runs)
         )
+    if "lanes" in args.phases:
+        # --messages may make the backlog smaller; --quick leaves it (see BACKLOG).
+        backlog = _records(min(n, BACKLOG), "lanes", users=1000, priority=0)
+        lanes = run_lanes(bench, backlog, timeout_s)
+        doc["lanes"] = asdict(lanes)
+        console.print(report.lanes_line(doc["lanes"]))
 
 
 def measure(args: argparse.Namespace, console: Console, argv: Sequence[str]) -> dict[str, Any]:

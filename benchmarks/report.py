@@ -24,6 +24,8 @@ OUTAGE_RATIO_TARGET = 0.8
 P99_TARGET_MS = 50.0
 P99_TARGET_RATE = 5000.0
 PEAK_RSS_TARGET_MIB = 120.0
+LANES_P99_TARGET_MS = 250.0
+LANES_RATIO_TARGET = 0.9
 
 Doc = Mapping[str, Any]
 Row = tuple[str, str, str]
@@ -122,6 +124,26 @@ def targets(doc: Doc) -> list[dict[str, Any]]:
                 "met": peak < PEAK_RSS_TARGET_MIB,
             }
         )
+    lanes = doc.get("lanes")
+    if lanes is not None:
+        p99 = float(lanes["lanes_on"]["urgent"]["p99_ms"])
+        ratio = float(lanes["throughput_ratio"])
+        judged += [
+            {
+                "name": "urgent p99 latency while a backlog drains (lanes on)",
+                "target": f"< {LANES_P99_TARGET_MS:.0f} ms",
+                "value": round(p99, 1),
+                "unit": "ms",
+                "met": p99 < LANES_P99_TARGET_MS,
+            },
+            {
+                "name": "backlog throughput with urgent traffic / without",
+                "target": f">= {LANES_RATIO_TARGET}",
+                "value": round(ratio, 3),
+                "unit": "",
+                "met": ratio >= LANES_RATIO_TARGET,
+            },
+        ]
     return judged
 
 
@@ -292,7 +314,82 @@ def sections(doc: Doc) -> list[tuple[str, list[Row]]]:
                 _providers_rows(providers),
             )
         )
+    if "lanes" in doc:
+        lanes = doc["lanes"]
+        out.append(
+            (
+                f"9. Priority lanes: a backlog of {lanes['backlog']:,} priority-0 records, "
+                f"5 ms providers, {lanes['urgent']} priority-3 notifications through POST /send "
+                f"(one every {lanes['send_interval_ms']:.0f} ms) while it drains",
+                _lanes_rows(lanes),
+            )
+        )
     return out
+
+
+LANES_METHOD = (
+    "Priority lanes (phase 9): the same backlog of priority-0 records, pre-produced on the "
+    "main topic, drained three times by `pushtrio serve` (`PROVIDER_LATENCY=5ms`), each on a "
+    "fresh topic and group: alone, then with priority-3 notifications sent through "
+    "`POST /send` on a steady schedule from the first backlog outcome on, with the lanes on "
+    "(they go to `<KAFKA_TOPIC>.urgent`) and off (`URGENT_TOPIC=` blank: they queue on the "
+    "main topic). The schedule is spread over part of the drain measured alone, so every "
+    "send falls while the backlog drains. An urgent notification's latency is its "
+    "outcome's `ts` minus the wall clock just before its POST; the backlog's throughput is "
+    "its records over the time from its first outcome to its last. One run each: the "
+    "ratio is one pair of runs, not a median."
+)
+
+
+def lanes_line(lanes: Mapping[str, Any]) -> str:
+    """One line of the phase's figures, printed when it ends."""
+    on, off = lanes["lanes_on"]["urgent"], lanes["lanes_off"]["urgent"]
+    return (
+        f"lanes: urgent p99 {fmt_ms(on['p99_ms'])} on / {fmt_ms(off['p99_ms'])} off; backlog "
+        f"{fmt_rate(lanes['lanes_on']['backlog']['rate'])} with urgent traffic, "
+        f"{fmt_rate(lanes['no_urgent']['backlog']['rate'])} without "
+        f"(ratio {lanes['throughput_ratio']:.2f})"
+    )
+
+
+def _lanes_rows(lanes: Mapping[str, Any]) -> list[Row]:
+    on, off, alone = lanes["lanes_on"], lanes["lanes_off"], lanes["no_urgent"]
+
+    def urgent(run: Mapping[str, Any], key: str = "urgent") -> str:
+        figures = run[key]
+        return " / ".join(fmt_ms(figures[name]) for name in ("p50_ms", "p99_ms", "max_ms"))
+
+    p99 = float(on["urgent"]["p99_ms"])
+    ratio = float(lanes["throughput_ratio"])
+    return [
+        (
+            "urgent latency, send to outcome, lanes on: p50 / p99 / max",
+            urgent(on),
+            f"p99 < {LANES_P99_TARGET_MS:.0f} ms ({_mark(p99 < LANES_P99_TARGET_MS)})",
+        ),
+        ("the same, lanes off (URGENT_TOPIC= blank)", urgent(off), ""),
+        ("POST /send round trip, lanes on: p50 / p99 / max", urgent(on, "post"), ""),
+        (
+            "urgent accepted before the last backlog outcome: lanes on / off",
+            f"{on['accepted_during_drain']} / {off['accepted_during_drain']} of {lanes['urgent']}",
+            "",
+        ),
+        (
+            "backlog throughput, first to last backlog outcome: alone / lanes on / lanes off",
+            " / ".join(f"{run['backlog']['rate']:,.0f}" for run in (alone, on, off)) + " msg/s",
+            "",
+        ),
+        (
+            "backlog drain time: alone / lanes on / lanes off",
+            " / ".join(f"{run['backlog']['seconds']:.1f}" for run in (alone, on, off)) + " s",
+            "",
+        ),
+        (
+            "backlog throughput with urgent traffic (lanes on) / alone",
+            f"{ratio:.2f}",
+            f">= {LANES_RATIO_TARGET} ({_mark(ratio >= LANES_RATIO_TARGET)})",
+        ),
+    ]
 
 
 PROVIDERS_METHOD = (
@@ -561,13 +658,15 @@ def markdown_section(doc: Doc) -> str:
         lines += ["", "Service settings per phase (the rest are defaults):", "", *settings]
     if "providers" in doc:
         lines += ["", PROVIDERS_METHOD]
+    if "lanes" in doc:
+        lines += ["", LANES_METHOD]
     lines += ["", END_MARK]
     return "\n".join(lines) + "\n"
 
 
 def _settings_lines(doc: Doc) -> list[str]:
     lines = []
-    for phase in ("pipeline", "mix", "latency", "outage", "defer", "providers"):
+    for phase in ("pipeline", "mix", "latency", "outage", "defer", "providers", "lanes"):
         if phase in doc and doc[phase].get("settings"):
             pairs = " ".join(f"{k}={v}" for k, v in doc[phase]["settings"].items())
             lines.append(f"- {phase}: `{pairs}`")

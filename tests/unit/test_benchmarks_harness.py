@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 from benchmarks.__main__ import parse_args
-from benchmarks.serve import OutcomeTail, service_env
+from benchmarks.lanes import SEND_INTERVAL_S, SEND_SPREAD, Send, run_figures, send_interval_s
+from benchmarks.serve import BenchmarkError, OutcomeTail, service_env
 
 
 def test_outcome_tail_reads_only_whole_new_lines(tmp_path: Path) -> None:
@@ -56,3 +57,41 @@ def test_bad_options_exit_with_usage(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exc_info:
         parse_args(argv)
     assert exc_info.value.code == 2
+
+
+def test_lanes_is_a_phase() -> None:
+    assert parse_args(["--phases", "lanes"]).phases == ["lanes"]
+
+
+def test_lanes_sends_fit_in_the_drain() -> None:
+    assert send_interval_s(10.0, 100) == SEND_INTERVAL_S
+    assert send_interval_s(1.0, 100) == pytest.approx(SEND_SPREAD * 1.0 / 100)
+    assert send_interval_s(1.0, 0) == SEND_INTERVAL_S
+
+
+def test_lanes_figures_from_the_outcome_log() -> None:
+    def outcome(key: str, ts: float) -> dict[str, object]:
+        return {"id": key, "event": "delivered", "ts": ts}
+
+    backlog = [outcome(f"b{i}", 100.0 + i * 0.5) for i in range(5)]  # 100.0 to 102.0
+    urgent = [outcome("u0", 100.2), outcome("u1", 102.5), outcome("u0", 103.0)]
+    sends = {"u0": Send(100.1, 100.15), "u1": Send(101.0, 102.1)}
+    run = run_figures("lanes-on", backlog + urgent, sends, 99.0, {"PROVIDER_LATENCY": "5ms"})
+    assert run.backlog.records == 5
+    assert run.backlog.seconds == pytest.approx(2.0)
+    assert run.backlog.rate == pytest.approx(2.5)
+    assert run.urgent is not None
+    # The first outcome of an id counts: u0 took 100 ms, u1 1,500 ms.
+    assert run.urgent.max_ms == pytest.approx(1500.0)
+    assert run.urgent.p50_ms == pytest.approx(800.0)
+    assert run.post is not None
+    assert run.post.max_ms == pytest.approx(1100.0)
+    assert run.accepted_during_drain == 1  # u1 was accepted after the last backlog outcome
+    assert run.startup_s == pytest.approx(1.0)
+    assert run.outcomes == {"delivered": 8}
+
+
+def test_lanes_figures_need_every_urgent_outcome() -> None:
+    outcomes = [{"id": "b0", "event": "delivered", "ts": 1.0}]
+    with pytest.raises(BenchmarkError, match="1 urgent notifications had no outcome"):
+        run_figures("lanes-on", outcomes, {"u0": Send(0.5, 0.6)}, 0.0, {})

@@ -211,3 +211,87 @@ def test_the_median_latency_run_is_reported_with_every_p99() -> None:
     chosen = report.median_latency_run([run(90.0), run(40.0), run(55.0)])
     assert chosen["steps"][1]["latency"]["p99_ms"] == 55.0
     assert chosen["p99_runs_ms"] == {"1000": [20.0, 20.0, 20.0], "5000": [90.0, 40.0, 55.0]}
+
+
+def _lanes_run(label: str, rate: float, p99_ms: float | None) -> dict[str, Any]:
+    def summary(p99: float) -> dict[str, Any]:
+        return {
+            "count": 100,
+            "p50_ms": p99 / 4,
+            "p95_ms": p99 / 2,
+            "p99_ms": p99,
+            "max_ms": p99 + 10,
+            "mean_ms": p99 / 3,
+        }
+
+    return {
+        "label": label,
+        "backlog": {"records": 50_000, "seconds": 50_000 / rate, "rate": rate},
+        "urgent": None if p99_ms is None else summary(p99_ms),
+        "post": None if p99_ms is None else summary(40.0),
+        "urgent_sent": 0 if p99_ms is None else 100,
+        "accepted_during_drain": 0 if p99_ms is None else 100,
+        "startup_s": 1.5,
+        "outcomes": {"delivered": 50_000 if p99_ms is None else 50_100},
+        "settings": {"PROVIDER_LATENCY": "5ms"},
+    }
+
+
+def _lanes(on_p99_ms: float, ratio: float) -> dict[str, Any]:
+    return {
+        "backlog": 50_000,
+        "urgent": 100,
+        "send_interval_ms": 14.4,
+        "no_urgent": _lanes_run("lanes-no-urgent", 20_000.0, None),
+        "lanes_on": _lanes_run("lanes-on", 20_000.0 * ratio, on_p99_ms),
+        "lanes_off": _lanes_run("lanes-off", 18_000.0, 2500.0),
+        "throughput_ratio": ratio,
+        "settings": {"PROVIDER_LATENCY": "5ms"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("on_p99_ms", "ratio", "latency_met", "ratio_met"),
+    [(120.0, 0.95, True, True), (1200.0, 0.85, False, False)],
+)
+def test_lanes_section_and_targets(
+    on_p99_ms: float, ratio: float, latency_met: bool, ratio_met: bool
+) -> None:
+    doc = {"schema": report.SCHEMA, "lanes": _lanes(on_p99_ms, ratio)}
+    [(title, rows)] = report.sections(doc)
+    assert title.startswith("9. Priority lanes: a backlog of 50,000 priority-0 records")
+    assert "(one every 14 ms)" in title
+    by_measure = {measure: (figure, target) for measure, figure, target in rows}
+    figure, target = by_measure["urgent latency, send to outcome, lanes on: p50 / p99 / max"]
+    assert figure == " / ".join(
+        report.fmt_ms(v) for v in (on_p99_ms / 4, on_p99_ms, on_p99_ms + 10)
+    )
+    assert target == f"p99 < 250 ms ({'met' if latency_met else 'NOT met'})"
+    assert by_measure["the same, lanes off (URGENT_TOPIC= blank)"][0] == (
+        "625.0 ms / 2,500.0 ms / 2,510.0 ms"
+    )
+    throughput = by_measure[
+        "backlog throughput, first to last backlog outcome: alone / lanes on / lanes off"
+    ][0]
+    assert throughput == f"20,000 / {20_000 * ratio:,.0f} / 18,000 msg/s"
+    assert by_measure["backlog throughput with urgent traffic (lanes on) / alone"] == (
+        f"{ratio:.2f}",
+        f">= 0.9 ({'met' if ratio_met else 'NOT met'})",
+    )
+    judged = {item["name"]: item["met"] for item in report.targets(doc)}
+    assert judged == {
+        "urgent p99 latency while a backlog drains (lanes on)": latency_met,
+        "backlog throughput with urgent traffic / without": ratio_met,
+    }
+
+
+def test_lanes_markdown_line_and_settings() -> None:
+    doc = {**_doc(), "lanes": _lanes(120.0, 0.95)}
+    section = report.markdown_section(doc)
+    assert "| backlog throughput with urgent traffic (lanes on) / alone | 0.95 |" in section
+    assert "- lanes: `PROVIDER_LATENCY=5ms`" in section
+    assert report.LANES_METHOD in section
+    assert report.lanes_line(doc["lanes"]) == (
+        "lanes: urgent p99 120.0 ms on / 2,500.0 ms off; backlog 19,000 msg/s with urgent "
+        "traffic, 20,000 msg/s without (ratio 0.95)"
+    )

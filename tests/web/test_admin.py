@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pushtrio.contract.errors import BrokerUnavailable
 from pushtrio.contract.notification import MAX_RECORD_BYTES
 from pushtrio.contract.outcome import OutcomeKind
+from pushtrio.source.memory import MemoryBroker
 from pushtrio.web.server import serve_web
 
 from ..support.waiting import wait_until
@@ -57,6 +58,18 @@ async def test_send_queues_a_notification_that_is_then_delivered(served: Running
         await wait_until(lambda: served.service.metrics.processed == 2, what="2 outcomes")
         metrics = (await client.get("/metrics")).json()
     assert metrics["delivered_messages"] == 2
+
+
+async def test_send_writes_urgent_priorities_to_the_urgent_topic(served: Running) -> None:
+    broker = served.service.backends.publisher if served.service.backends else None
+    assert isinstance(broker, MemoryBroker)
+    async with served.client() as client:
+        for priority in (0, 1, 2, 3, 3):
+            response = await client.post("/send", json=notification("dora", priority=priority))
+            assert response.status_code == 202
+        await wait_until(lambda: served.service.metrics.processed == 5, what="5 outcomes")
+    assert broker.end_offset("notifications.urgent") == 2
+    assert broker.end_offset("notifications") == 3
 
 
 async def test_metrics_add_up_and_prometheus_agrees(served: Running) -> None:

@@ -188,14 +188,11 @@ class MemorySource:
         urgent = topic == self._urgent_topic
         while True:
             position = self._positions[topic]
-            if urgent:
-                if position >= broker.end_offset(topic):
-                    self._urgent_read.set()
-                    await broker.wait_for_more()
-                    continue
+            if urgent and position >= broker.end_offset(topic):
+                self._urgent_read.set()  # all handed out: the main lane goes on
+            elif topic == self._topic and self._urgent_unread():
                 if self._urgent_read.is_set():
                     self._urgent_read = trio.Event()
-            elif topic == self._topic and not self._urgent_read.is_set():
                 await self._urgent_read.wait()  # the urgent lane first
                 continue
             if position >= broker.end_offset(topic):
@@ -269,6 +266,10 @@ class MemorySource:
         if committed is None:
             committed = self._broker.start_offset(self._topic)
         return self._broker.end_offset(self._topic) - committed
+
+    def _urgent_unread(self) -> bool:
+        urgent = self._urgent_topic
+        return bool(urgent) and self._positions[urgent] < self._broker.end_offset(urgent)
 
     def unread(self) -> dict[str, int]:
         """Records of each lane not handed out yet."""

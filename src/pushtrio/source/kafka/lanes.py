@@ -9,9 +9,9 @@ consumer's position, both from kafka-python's fetch state, no network call), the
 reader pauses the main topic's partitions; the next polls return the urgent records,
 and the main topic resumes once they are all read.
 
-Starvation bound: the main topic is held at most ``HOLD_MAX_S`` at a time, then read
-for one poll (up to a batch of records) before it may be held again. Under a steady
-urgent flood the main lane still gets a poll a second from Kafka, and the intake's
+Starvation bound: the main topic is held at most ``HOLD_MAX_S`` at a time, then
+read for ``OPEN_S`` whatever the urgent lane holds, before it may be held again. Under
+a steady urgent flood the main topic is read a fifth of the time, and the intake's
 fair share (a quarter of each batch, oldest first) delivers what it read.
 
 Each instance decides for its own partitions: an urgent record on a partition that
@@ -25,7 +25,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 HOLD_MAX_S = 1.0
-"""Longest the main topic is held back for the urgent one before it is read once."""
+"""Longest the main topic is held back for the urgent one at a time."""
+OPEN_S = 0.25
+"""How long the main topic is then read before it may be held again."""
 
 
 def unread(consumer: Any, partitions: Iterable[Any]) -> int:
@@ -49,11 +51,16 @@ class LaneGate:
     """Whether the main topic waits for the urgent one, round by round."""
 
     def __init__(
-        self, hold_max_s: float = HOLD_MAX_S, clock: Callable[[], float] = time.monotonic
+        self,
+        hold_max_s: float = HOLD_MAX_S,
+        open_s: float = OPEN_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._hold_max_s = hold_max_s
+        self._open_s = open_s
         self._clock = clock
         self._since: float | None = None
+        self._open_until = 0.0
         self.holds = 0
         """How many times the main topic was held back (for /health and tests)."""
 
@@ -68,10 +75,13 @@ class LaneGate:
             return False
         now = self._clock()
         if self._since is None:
+            if now < self._open_until:
+                return False  # the main topic's turn after a full hold
             self._since = now
             self.holds += 1
             return True
         if now - self._since < self._hold_max_s:
             return True
-        self._since = None  # held long enough: one round for the main topic
+        self._since = None  # held long enough: the main topic's turn
+        self._open_until = now + self._open_s
         return False

@@ -7,8 +7,8 @@ and keeps polling, so ``max_poll_interval_ms`` never expires and the
 group keeps the member; it resumes once everything is handed over.
 
 The urgent lane (.lanes): while the urgent topic has records not polled yet, the
-main topic's partitions are paused (at most HOLD_MAX_S at a time); what waits to be
-handed over is offered highest priority first.
+main topic's partitions are paused (at most HOLD_MAX_S at a time). The urgent topic
+has its own back-pressure, so that a flood of it never keeps the main topic paused.
 
 Rebalances are handled by .rebalance: on revoke the listener commits what is settled
 and drops the partitions' state; on assign it queues the partitions, which the
@@ -62,10 +62,6 @@ CLOSE_GRACE_S = 5.0
 abandoning it (a thread stuck inside kafka-python must not keep the process alive)."""
 
 
-def _priority(record: Record) -> int:
-    return record.priority
-
-
 class KafkaSource:
     """Consumes ``topic`` in ``group`` and feeds record batches to the workers."""
 
@@ -101,6 +97,7 @@ class KafkaSource:
         self.membership = Membership([topic, *side_topics], group, self.monitor, self._listener)
         self.loop_at = time.monotonic()
         """When the reader thread last went round its loop (monotonic seconds)."""
+        self._all_paused = False  # intake stopped: every partition paused, for good
 
     # -- trio side ---------------------------------------------------------------------
 
@@ -341,13 +338,12 @@ class KafkaSource:
         if not self._intake_stopped.is_set():
             pending.extend(self.held.hold(to_records(records, fresh, self.tracker.epoch)))
             pending.extend(self.held.release_due())
-            if len(pending) > 1:
-                pending.sort(key=_priority, reverse=True)  # stable: arrival order kept
             pending[:] = self._hand_over(consumer, token, pending)
-        elif not self.status.paused:
+        elif not self._all_paused:
             pending.clear()
             self.held.clear()
-            self._pause(consumer, True)
+            self._pause(consumer, True, urgent_too=True)
+            self._all_paused = True
         return True
 
     def _poll(self, consumer: Any) -> dict[Any, list[Any]] | None:
@@ -379,7 +375,7 @@ class KafkaSource:
         pending[:] = [r for r in pending if (r.topic, r.partition) not in fresh]
         self.held.forget(fresh)
         if self.status.paused:
-            consumer.pause(*assigned)
+            consumer.pause(*(tp for tp in assigned if tp.topic != self._urgent_topic))
         return fresh
 
     def _hand_over(
@@ -388,18 +384,31 @@ class KafkaSource:
         if pending:
             taken = trio.from_thread.run_sync(self._offer, pending, trio_token=token)
             pending = pending[taken:]
-        want_pause = bool(pending)
+        # The urgent lane's records waiting here hold back only the urgent topic (see
+        # _urgent_back_pressure); the others hold back the rest.
+        urgent = self._urgent_topic
+        want_pause = any(r.topic != urgent for r in pending) if urgent else bool(pending)
         if want_pause != self.status.paused:
             self._pause(consumer, want_pause)
         elif not self.status.paused:
             self._hold_back(consumer)
+        if self._urgent_topic:
+            self._urgent_back_pressure(consumer, pending)
         return pending
 
-    def _pause(self, consumer: Any, pause: bool) -> None:
-        """Pause every partition (the workers are behind) or resume them."""
+    def _pause(self, consumer: Any, pause: bool, *, urgent_too: bool = False) -> None:
+        """Pause every partition (the workers are behind) or resume them.
+
+        The urgent topic keeps being fetched while the others wait (unless
+        ``urgent_too``): its records go first once there is room, and its high
+        watermarks stay current for the hold on the main topic (see .lanes). It has
+        a back-pressure of its own (:meth:`_urgent_back_pressure`).
+        """
         partitions = list(consumer.assignment())
         if pause:
-            consumer.pause(*partitions)
+            consumer.pause(
+                *(tp for tp in partitions if urgent_too or tp.topic != self._urgent_topic)
+            )
         else:
             consumer.resume(
                 *(tp for tp in partitions if (tp.topic, tp.partition) not in self.stuck)
@@ -407,6 +416,16 @@ class KafkaSource:
             self._hold_back(consumer)
         self.status.paused = pause
         log.debug("partitions %s", "paused" if pause else "resumed")
+
+    def _urgent_back_pressure(self, consumer: Any, pending: list[Record]) -> None:
+        """Pause the urgent topic while a batch of its records waits to be handed over."""
+        urgent = self._urgent_topic
+        partitions = [tp for tp in consumer.assignment() if tp.topic == urgent]
+        if sum(1 for record in pending if record.topic == urgent) >= self.batch_size:
+            consumer.pause(*partitions)
+        else:
+            stuck = self.stuck
+            consumer.resume(*(tp for tp in partitions if (tp.topic, tp.partition) not in stuck))
 
     def _hold_back(self, consumer: Any) -> None:
         """Pause the delay-topic partitions whose head is not due, and the main topic's
