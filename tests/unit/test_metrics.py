@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pushtrio.contract.api import MetricsSnapshot
 from pushtrio.contract.delays import Step, StepKind
+from pushtrio.contract.lanes import LaneTopics
 from pushtrio.contract.outcome import Outcome, OutcomeKind
 from pushtrio.sinks.metrics import LATENCY_BUCKETS_S, Metrics
 
@@ -22,8 +23,22 @@ KINDS = list(OutcomeKind)
 SNAPSHOT_KEYS = {field.name for field in msgspec.structs.fields(MetricsSnapshot)}
 
 
-def outcome(kind: OutcomeKind, provider: str = "fcm", latency_ms: float = 1.0) -> Outcome:
-    return Outcome(event=kind, id="n", user_id="u1", provider=provider, latency_ms=latency_ms)
+LANES_ON = LaneTopics("notifications", "notifications.urgent", urgent_priority=2)
+LANES_OFF = LaneTopics("notifications", "")
+NO_LATENCY = {"p50": 0.0, "p95": 0.0, "p99": 0.0, "max": 0.0}
+
+
+def outcome(
+    kind: OutcomeKind, provider: str = "fcm", latency_ms: float = 1.0, priority: int = 1
+) -> Outcome:
+    return Outcome(
+        event=kind,
+        id="n",
+        user_id="u1",
+        provider=provider,
+        priority=priority,
+        latency_ms=latency_ms,
+    )
 
 
 def families(metrics: Metrics) -> dict[str, prometheus_client.Metric]:
@@ -56,6 +71,16 @@ def test_empty_snapshot_has_exactly_the_documented_fields() -> None:
     assert snapshot["worker_count"] == 3
     assert snapshot["latency_ms"] == {"p50": 0.0, "p95": 0.0, "p99": 0.0, "max": 0.0}
     assert snapshot["providers"] == {}
+    assert snapshot["lanes"] == {
+        "main": {
+            "backlog": 0,
+            "queued": 0,
+            "unread": 0,
+            "processed": 0,
+            "delivered": 0,
+            "latency_ms": NO_LATENCY,
+        }
+    }
     assert invariant_holds(snapshot)
 
 
@@ -309,3 +334,124 @@ def test_steps_and_breakers_are_counted_apart_from_the_outcomes() -> None:
         states[("pushtrio_breaker_state", frozenset({("provider", "apns"), ("state", "closed")}))]
         == 1
     )
+
+
+def test_each_lane_has_its_own_latency_window() -> None:
+    metrics = Metrics(latency_window=10)
+    metrics.bind_lanes(LANES_ON, lambda: [0, 0, 0, 0], dict)
+    # Priorities 2 and 3 are urgent (1..20 ms), 0 and 1 main (101..130 ms), interleaved.
+    urgent = [
+        outcome(OutcomeKind.DELIVERED, latency_ms=float(i), priority=2 + i % 2)
+        for i in range(1, 21)
+    ]
+    main = [outcome(OutcomeKind.FAILED, latency_ms=100.0 + i, priority=i % 2) for i in range(1, 31)]
+    main[0] = msgspec.structs.replace(main[0], event=OutcomeKind.DELIVERED)
+    metrics.record_outcomes(o for pair in zip(urgent, main[:20], strict=True) for o in pair)
+    metrics.record_outcomes(main[20:])
+    lanes = metrics.snapshot()["lanes"]
+
+    assert list(lanes) == ["urgent", "main"]
+    # Each window keeps its lane's latest 10, whatever the other lane did meanwhile.
+    assert lanes["urgent"]["latency_ms"] == {"p50": 15.0, "p95": 20.0, "p99": 20.0, "max": 20.0}
+    assert lanes["main"]["latency_ms"] == {"p50": 125.0, "p95": 130.0, "p99": 130.0, "max": 130.0}
+    assert metrics.latency_percentiles_ms()["max"] == 130.0
+    assert (lanes["urgent"]["processed"], lanes["urgent"]["delivered"]) == (20, 20)
+    assert (lanes["main"]["processed"], lanes["main"]["delivered"]) == (30, 1)
+    assert sum(lane["processed"] for lane in lanes.values()) == metrics.processed
+
+
+def test_a_lane_backlog_is_its_queued_priorities_plus_its_unread_records() -> None:
+    metrics = Metrics()
+    queued = [1, 2, 30, 400]
+    unread = {"main": 5000, "urgent": 60000}
+    metrics.bind_lanes(LANES_ON, lambda: queued, lambda: unread)
+    lanes = metrics.snapshot()["lanes"]
+    assert {lane: view["queued"] for lane, view in lanes.items()} == {"urgent": 430, "main": 3}
+    assert {lane: view["unread"] for lane, view in lanes.items()} == {
+        "urgent": 60000,
+        "main": 5000,
+    }
+    assert {lane: view["backlog"] for lane, view in lanes.items()} == {
+        "urgent": 60430,
+        "main": 5003,
+    }
+    # Read on each snapshot, not at binding; a lane the source leaves out has none unread.
+    queued[3] = 0
+    del unread["urgent"]
+    lanes = metrics.snapshot()["lanes"]
+    assert (lanes["urgent"]["backlog"], lanes["main"]["backlog"]) == (30, 5003)
+
+
+def test_with_the_urgent_lane_off_everything_is_main() -> None:
+    metrics = Metrics()
+    metrics.bind_lanes(LANES_OFF, lambda: [1, 2, 3, 4], lambda: {"main": 7})
+    metrics.record_outcomes(
+        outcome(OutcomeKind.DELIVERED, latency_ms=float(p + 1), priority=p) for p in range(4)
+    )
+    lanes = metrics.snapshot()["lanes"]
+    assert list(lanes) == ["main"]
+    assert lanes["main"]["backlog"] == 17
+    assert lanes["main"]["processed"] == lanes["main"]["delivered"] == 4
+    assert lanes["main"]["latency_ms"]["max"] == 4.0
+    families_found = families(metrics)
+    assert {s.labels["lane"] for s in families_found["pushtrio_lane_backlog"].samples} == {"main"}
+
+
+def test_before_binding_there_is_one_lane_and_binding_keeps_its_window() -> None:
+    metrics = Metrics()
+    metrics.record_outcome(outcome(OutcomeKind.DELIVERED, latency_ms=9.0, priority=3))
+    assert metrics.snapshot()["lanes"]["main"]["latency_ms"]["max"] == 9.0
+    metrics.bind_lanes(LANES_ON, lambda: [0, 0, 0, 0], dict)
+    metrics.record_outcome(outcome(OutcomeKind.DELIVERED, latency_ms=4.0, priority=3))
+    lanes = metrics.snapshot()["lanes"]
+    assert lanes["main"]["processed"] == 1
+    assert lanes["main"]["latency_ms"]["max"] == 9.0
+    assert lanes["urgent"]["processed"] == 1
+    assert lanes["urgent"]["latency_ms"]["max"] == 4.0
+
+
+def test_a_priority_out_of_range_counts_as_the_default_one() -> None:
+    metrics = Metrics()
+    metrics.bind_lanes(LaneTopics("t", "t.urgent"), lambda: [0, 0, 0, 0], dict)  # urgent: 3
+    metrics.record_outcomes(outcome(OutcomeKind.DELIVERED, priority=p) for p in (-1, 4, 9, 3))
+    lanes = metrics.snapshot()["lanes"]
+    assert (lanes["main"]["processed"], lanes["urgent"]["processed"]) == (3, 1)
+
+
+def test_prometheus_text_has_the_lane_series() -> None:
+    metrics = Metrics(latency_window=10)
+    metrics.bind_lanes(LANES_ON, lambda: [1, 2, 3, 4], lambda: {"main": 10, "urgent": 20})
+    metrics.record_outcomes(
+        outcome(OutcomeKind.DELIVERED, latency_ms=float(i), priority=3) for i in range(1, 21)
+    )
+    metrics.record_outcome(outcome(OutcomeKind.FAILED, latency_ms=500.0, priority=0))
+    found = families(metrics)
+
+    for name, by_lane in (
+        ("pushtrio_lane_backlog", {"urgent": 27, "main": 13}),
+        ("pushtrio_lane_queued", {"urgent": 7, "main": 3}),
+        ("pushtrio_lane_unread", {"urgent": 20, "main": 10}),
+    ):
+        assert found[name].type == "gauge", name
+        assert {s.labels["lane"]: s.value for s in found[name].samples} == by_lane, name
+    delivered = found["pushtrio_lane_delivered_messages"]
+    assert delivered.type == "counter"
+    assert {s.labels["lane"]: s.value for s in delivered.samples} == {"urgent": 20, "main": 0}
+
+    summary = found["pushtrio_lane_latency_seconds"]
+    assert summary.type == "summary"
+    figures = samples(summary)
+
+    def figure(name: str, lane: str, **labels: str) -> float:
+        return figures[(name, frozenset({("lane", lane), *labels.items()}))]
+
+    # Quantiles over each lane's window (urgent: 11..20 ms); count and sum over all.
+    assert [
+        figure("pushtrio_lane_latency_seconds", "urgent", quantile=q)
+        for q in ("0.5", "0.95", "0.99", "1")
+    ] == [0.015, 0.02, 0.02, 0.02]
+    assert figure("pushtrio_lane_latency_seconds", "main", quantile="1") == 0.5
+    assert figure("pushtrio_lane_latency_seconds_count", "urgent") == 20
+    assert figure("pushtrio_lane_latency_seconds_sum", "urgent") == pytest.approx(0.21)
+    assert figure("pushtrio_lane_latency_seconds_count", "main") == 1
+    assert figure("pushtrio_lane_latency_seconds_sum", "main") == pytest.approx(0.5)

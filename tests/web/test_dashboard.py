@@ -6,6 +6,7 @@ it; playwright's sync API drives the browser from a plain (non-trio) test.
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -354,3 +355,29 @@ def test_the_page_loads_without_errors_and_has_an_icon(dashboard: Dashboard) -> 
         }"""
     )
     assert size == ["data:image/svg+xml,", 32, 32]
+
+
+def test_the_lanes_panel_shows_each_lane_backlog_and_latency(dashboard: Dashboard) -> None:
+    from playwright.sync_api import expect
+
+    page = dashboard.page
+    columns = ("backlog", "queued", "unread", "p50", "p99", "delivered")
+    expect(page.locator("#lanes tr[id^=lane-]")).to_have_count(2)
+    for lane in ("urgent", "main"):
+        for column in columns:
+            expect(page.locator(f"#lane-{lane}-{column}")).to_have_count(1)
+        expect(page.locator(f"#lane-{lane}-backlog")).to_have_text("0")
+        expect(page.locator(f"#lane-{lane}-delivered")).to_have_text("0")
+
+    dashboard.send("lane-user", id="urgent-1", priority=3)
+    dashboard.send("lane-user", id="urgent-2", priority=3)
+    dashboard.send("lane-user", id="main-1", priority=0)
+    dashboard.processed(3)
+    expect(page.locator("#lane-urgent-delivered")).to_have_text("2")
+    expect(page.locator("#lane-main-delivered")).to_have_text("1")
+    for lane in ("urgent", "main"):
+        expect(page.locator(f"#lane-{lane}-p99")).to_have_text(
+            re.compile(r"^[0-9][0-9,]*(\.[0-9])?$")
+        )
+        expect(page.locator(f"#lane-{lane}-backlog")).to_have_text("0")
+    assert dashboard.errors == []

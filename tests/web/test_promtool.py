@@ -55,8 +55,9 @@ async def test_promtool_accepts_the_scrape_before_and_after_traffic() -> None:
         for i in range(12):  # 10 per user per hour: 2 are rate limited
             response = await client.post("/send", json=notification("carol", id=f"c{i}"))
             assert response.status_code == 202
-        for i in range(6):
-            response = await client.post("/send", json=notification(f"u{i}", provider="fcm"))
+        for i in range(6):  # the urgent lane (priority 3)
+            document = notification(f"u{i}", provider="fcm", priority=3)
+            response = await client.post("/send", json=document)
             assert response.status_code == 202
         expired = notification("bob", expires_at="2001-01-01T00:00:00Z")
         assert (await client.post("/send", json=expired)).status_code == 202
@@ -71,6 +72,12 @@ async def test_promtool_accepts_the_scrape_before_and_after_traffic() -> None:
     outcomes = {s.labels["outcome"]: s.value for s in families["pushtrio_outcomes"].samples}
     assert outcomes["rate_limited"] == 2
     assert outcomes["expired"] == 1
+    lanes = families["pushtrio_lane_latency_seconds"]
+    assert lanes.type == "summary"
+    counts = {s.labels["lane"]: s.value for s in lanes.samples if s.name.endswith("_count")}
+    assert counts == {"urgent": 6, "main": 13}
+    backlog = families["pushtrio_lane_backlog"]
+    assert {s.labels["lane"]: s.value for s in backlog.samples} == {"urgent": 0, "main": 0}
 
 
 async def test_promtool_reports_what_the_issue_reported() -> None:

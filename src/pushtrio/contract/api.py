@@ -216,6 +216,18 @@ class ProviderCount(msgspec.Struct):
     failed: int
 
 
+class LaneView(msgspec.Struct):
+    """One priority lane in ``GET /metrics``: its backlog, and the outcomes of its
+    priorities with their latency over the lane's own window."""
+
+    backlog: Annotated[int, Meta(description="queued + unread")]
+    queued: Annotated[int, Meta(description="records read and waiting for a worker")]
+    unread: Annotated[int, Meta(description="records on this instance's partitions not read yet")]
+    processed: Annotated[int, Meta(description="outcomes of the lane's priorities")]
+    delivered: int
+    latency_ms: LatencyView
+
+
 class MetricsSnapshot(msgspec.Struct):
     """``GET /metrics``: processed = delivered + failed + invalid + rate_limited +
     expired + duplicate, at every read."""
@@ -238,6 +250,10 @@ class MetricsSnapshot(msgspec.Struct):
     worker_count: int
     consumer_lag: int
     latency_ms: LatencyView
+    lanes: Annotated[
+        dict[str, LaneView],
+        Meta(description="main always; urgent when the urgent lane is on (URGENT_TOPIC)"),
+    ]
     providers: dict[str, ProviderCount]
     uptime_seconds: float
 

@@ -274,6 +274,11 @@ class Service:
         self.metrics.bind_gauges(
             queue_size=self._queued, in_flight=source.in_flight, consumer_lag=source.lag
         )
+        self.metrics.bind_lanes(
+            settings.lanes,
+            lambda: [] if self._intake is None else self._intake.queued(),
+            source.unread,
+        )
         self.pipeline = Pipeline(
             PipelineOptions(
                 worker_count=settings.worker_count,

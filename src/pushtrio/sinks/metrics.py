@@ -9,6 +9,10 @@ Everything runs in the trio thread and no method awaits, so a read never sees
 half of a record: ``processed = delivered + failed + invalid + rate_limited +
 expired + duplicate`` holds at every read.
 
+Each priority lane (``contract/lanes.py``) has its own latency window and backlog
+(:meth:`Metrics.bind_lanes`): the urgent lane's figures are not drowned in the main
+lane's.
+
 The web layer only needs the read side, :class:`MetricsView`.
 """
 
@@ -37,8 +41,9 @@ from prometheus_client.core import (
     SummaryMetricFamily,
 )
 
-from ..contract.api import BreakerCount, LatencyView, MetricsSnapshot, ProviderCount
+from ..contract.api import BreakerCount, LaneView, LatencyView, MetricsSnapshot, ProviderCount
 from ..contract.delays import Step, StepKind
+from ..contract.lanes import DEFAULT_PRIORITY, LANES, MAIN, PRIORITIES, LaneTopics
 from ..contract.outcome import Outcome, OutcomeKind
 from ..pipeline.breaker import BreakerState
 
@@ -76,9 +81,12 @@ LATENCY_BUCKETS_S: Final = (
 They reach past PROVIDER_TIMEOUT because retries with backoff add up."""
 
 DEFAULT_LATENCY_WINDOW: Final = 10_000
-"""How many of the latest outcomes the percentiles are computed over."""
+"""How many of the latest outcomes the percentiles are computed over (overall, and
+in each lane)."""
 
 _PERCENTILES: Final = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
+_QUANTILES: Final = (("0.5", "p50"), ("0.95", "p95"), ("0.99", "p99"), ("1", "max"))
+"""A summary's quantile labels and the percentiles they read (1 is the max)."""
 _BUCKET_BOUNDS_MS: Final = tuple(bound * 1000.0 for bound in LATENCY_BUCKETS_S)
 _DELIVERED: Final = OutcomeKind.DELIVERED
 _FAILED: Final = OutcomeKind.FAILED
@@ -86,6 +94,42 @@ _FAILED: Final = OutcomeKind.FAILED
 
 def _zero() -> int:
     return 0
+
+
+def _nothing_queued() -> list[int]:
+    return [0] * PRIORITIES
+
+
+def _nothing_unread() -> Mapping[str, int]:
+    return {}
+
+
+class _LatencyWindow:
+    """The latest latencies (ms) of some outcomes, with the count, deliveries and
+    latency sum of all of them: what a Prometheus summary reads. The hot path
+    appends and adds to the attributes directly. (The overall window counts
+    nothing: the per-kind counters and the histogram do.)"""
+
+    __slots__ = ("count", "delivered", "latencies_ms", "sum_ms")
+
+    def __init__(self, size: int) -> None:
+        self.latencies_ms: deque[float] = deque(maxlen=size)
+        self.count = 0
+        self.delivered = 0
+        self.sum_ms = 0.0
+
+    def percentiles_ms(self) -> dict[str, float]:
+        """p50, p95, p99 and max (nearest rank, ms) over the window; all zero while
+        it is empty. Sorts the window: meant for reads, not for the hot path."""
+        ordered = sorted(self.latencies_ms)
+        if not ordered:
+            return {name: 0.0 for name, _ in _PERCENTILES} | {"max": 0.0}
+        n = len(ordered)
+        summary = {
+            name: round(ordered[max(0, math.ceil(q * n) - 1)], 3) for name, q in _PERCENTILES
+        }
+        summary["max"] = round(ordered[-1], 3)
+        return summary
 
 
 class MetricsView(Protocol):
@@ -128,10 +172,18 @@ class Metrics:
         self._steps: dict[StepKind, int] = dict.fromkeys(StepKind, 0)
         self._pruned = 0
         self._breakers: Callable[[], Mapping[str, tuple[str, int]]] = dict
-        self._latencies_ms: deque[float] = deque(maxlen=latency_window)
+        self._latency_window = latency_window
+        # Overall: its count is the histogram's, its sum is kept in the window.
+        self._latency = _LatencyWindow(latency_window)
         # Per-bucket (not yet cumulative) counts; the last slot is +Inf.
         self._bucket_counts = [0] * (len(_BUCKET_BOUNDS_MS) + 1)
-        self._latency_sum_ms = 0.0
+        # Lane -> its window; and each priority's window, so that the hot path
+        # indexes a list instead of asking the lanes. One lane (main) until bound.
+        self._lanes = LaneTopics(MAIN, "")
+        self._lane_windows: dict[str, _LatencyWindow] = {MAIN: _LatencyWindow(latency_window)}
+        self._window_of_priority = [self._lane_windows[MAIN]] * PRIORITIES
+        self._lane_queued: Callable[[], list[int]] = _nothing_queued
+        self._lane_unread: Callable[[], Mapping[str, int]] = _nothing_unread
         self._queue_size: Callable[[], int] = _zero
         self._in_flight: Callable[[], int] = _zero
         self._consumer_lag: Callable[[], int] = _zero
@@ -149,14 +201,16 @@ class Metrics:
 
     def record_outcomes(self, outcomes: Iterable[Outcome]) -> None:
         """Count each outcome: its kind, its provider, its latency and its retries
-        (``attempts`` beyond the first).
+        (``attempts`` beyond the first), overall and in the lane of its priority (a
+        priority outside 0-3 ranks as DEFAULT_PRIORITY, as in the intake).
 
         Synchronous and never awaits, so every read sees whole records. If the
         iterable raises part-way, the outcomes already taken stay counted.
         """
         counts = self._counts
         providers = self._providers
-        latencies = self._latencies_ms
+        latencies = self._latency.latencies_ms
+        lane_windows = self._window_of_priority
         buckets = self._bucket_counts
         bounds = _BUCKET_BOUNDS_MS
         latency_sum = 0.0
@@ -180,8 +234,15 @@ class Metrics:
                 latencies.append(latency_ms)
                 buckets[bisect_left(bounds, latency_ms)] += 1
                 latency_sum += latency_ms
+                priority = outcome.priority
+                lane = lane_windows[priority if 0 <= priority < PRIORITIES else DEFAULT_PRIORITY]
+                lane.latencies_ms.append(latency_ms)
+                lane.count += 1
+                lane.sum_ms += latency_ms
+                if kind is _DELIVERED:
+                    lane.delivered += 1
         finally:
-            self._latency_sum_ms += latency_sum
+            self._latency.sum_ms += latency_sum
             self._retries += retries
 
     def record_steps(self, steps: Iterable[Step]) -> None:
@@ -229,6 +290,33 @@ class Metrics:
         self._in_flight = in_flight
         self._consumer_lag = consumer_lag
 
+    def bind_lanes(
+        self,
+        lanes: LaneTopics,
+        queued: Callable[[], list[int]],
+        unread: Callable[[], Mapping[str, int]],
+    ) -> None:
+        """Report per lane: ``main`` always, ``urgent`` when ``lanes`` has it.
+
+        Outcomes from now on count in ``lanes.lane_of(outcome.priority)``. A lane's
+        backlog is what ``queued()`` (records waiting for a worker, by priority 0-3)
+        holds of its priorities plus ``unread()[lane]`` (records not read yet; a
+        lane it leaves out has 0). Until bound there is one lane, main, with no
+        backlog. Binding again keeps the windows of the lanes that remain. The
+        callables run on each read, like :meth:`bind_gauges`'.
+        """
+        names = [lane for lane in LANES if lane == MAIN or lanes.enabled]
+        self._lane_windows = {
+            lane: self._lane_windows.get(lane) or _LatencyWindow(self._latency_window)
+            for lane in names
+        }
+        self._window_of_priority = [
+            self._lane_windows[lanes.lane_of(priority)] for priority in range(PRIORITIES)
+        ]
+        self._lanes = lanes
+        self._lane_queued = queued
+        self._lane_unread = unread
+
     # -- reading ----------------------------------------------------------------
 
     @property
@@ -254,15 +342,34 @@ class Metrics:
         All zero before the first outcome. Sorts the window: meant for reads,
         not for the hot path.
         """
-        ordered = sorted(self._latencies_ms)
-        if not ordered:
-            return {name: 0.0 for name, _ in _PERCENTILES} | {"max": 0.0}
-        n = len(ordered)
-        summary = {
-            name: round(ordered[max(0, math.ceil(q * n) - 1)], 3) for name, q in _PERCENTILES
-        }
-        summary["max"] = round(ordered[-1], 3)
-        return summary
+        return self._latency.percentiles_ms()
+
+    def lane_views(self) -> dict[str, LaneView]:
+        """Each lane's backlog, counts and latency percentiles (over its own window).
+
+        Calls the bound lane callables; their exceptions propagate.
+        """
+        lane_of = self._lanes.lane_of
+        queued = dict.fromkeys(self._lane_windows, 0)
+        for priority, n in enumerate(self._lane_queued()):
+            queued[lane_of(priority)] += n
+        unread = self._lane_unread()
+        views = {}
+        for lane, window in self._lane_windows.items():
+            waiting = unread.get(lane, 0)
+            views[lane] = LaneView(
+                backlog=queued[lane] + waiting,
+                queued=queued[lane],
+                unread=waiting,
+                processed=window.count,
+                delivered=window.delivered,
+                latency_ms=LatencyView(**window.percentiles_ms()),
+            )
+        return views
+
+    def _lane_latency_sums_s(self) -> dict[str, float]:
+        """Each lane's latency sum over all its outcomes, in seconds."""
+        return {lane: window.sum_ms / 1000.0 for lane, window in self._lane_windows.items()}
 
     def snapshot(self) -> dict[str, Any]:
         """The JSON document of ``GET /metrics`` (:meth:`view` as plain values)."""
@@ -296,6 +403,7 @@ class Metrics:
             worker_count=self.worker_count,
             consumer_lag=self._consumer_lag(),
             latency_ms=LatencyView(**self.latency_percentiles_ms()),
+            lanes=self.lane_views(),
             providers={
                 name: ProviderCount(delivered, failed)
                 for name, (delivered, failed) in sorted(self._providers.items())
@@ -318,7 +426,7 @@ class Metrics:
         for bound, n in zip((*LATENCY_BUCKETS_S, math.inf), self._bucket_counts, strict=True):
             running += n
             cumulative.append(("+Inf" if math.isinf(bound) else repr(bound), running))
-        return cumulative, self._latency_sum_ms / 1000.0
+        return cumulative, self._latency.sum_ms / 1000.0
 
 
 class _Collector:
@@ -333,6 +441,7 @@ class _Collector:
         snapshot = metrics.snapshot()
         counts = {kind: metrics.count(kind) for kind in OutcomeKind}
         buckets, latency_sum_s = metrics._histogram_buckets()
+        lane_sums_s = metrics._lane_latency_sums_s()
 
         yield CounterMetricFamily(
             "pushtrio_processed_messages",
@@ -414,9 +523,42 @@ class _Collector:
             count_value=int(buckets[-1][1]),
             sum_value=latency_sum_s,
         )
-        for quantile, (name, _) in zip(("0.5", "0.95", "0.99"), _PERCENTILES, strict=True):
+        for quantile, name in _QUANTILES:
             window.add_sample(
                 window.name, {"quantile": quantile}, snapshot["latency_ms"][name] / 1000.0
             )
-        window.add_sample(window.name, {"quantile": "1"}, snapshot["latency_ms"]["max"] / 1000.0)
         yield window
+        yield from _lane_families(snapshot["lanes"], lane_sums_s)
+
+
+def _lane_families(lanes: dict[str, Any], sums_s: Mapping[str, float]) -> Iterator[Metric]:
+    """The per-lane series, from the ``lanes`` of a snapshot and each lane's latency sum."""
+    gauges = {
+        field: GaugeMetricFamily(f"pushtrio_lane_{field}", documentation, labels=["lane"])
+        for field, documentation in (
+            ("backlog", "Records of each lane waiting for a worker or not read yet."),
+            ("queued", "Records of each lane read and waiting for a worker."),
+            ("unread", "Records of each lane on this instance's partitions not read yet."),
+        )
+    }
+    delivered = CounterMetricFamily(
+        "pushtrio_lane_delivered_messages", "Deliveries per lane.", labels=["lane"]
+    )
+    latency = SummaryMetricFamily(
+        "pushtrio_lane_latency_seconds",
+        "Latency quantiles over each lane's latest outcomes; count and sum over all.",
+        labels=["lane"],
+    )
+    for lane, view in lanes.items():
+        for field, family in gauges.items():
+            family.add_metric([lane], view[field])
+        delivered.add_metric([lane], view["delivered"])
+        latency.add_metric([lane], count_value=view["processed"], sum_value=sums_s[lane])
+        percentiles = view["latency_ms"]
+        for quantile, name in _QUANTILES:
+            latency.add_sample(
+                latency.name, {"lane": lane, "quantile": quantile}, percentiles[name] / 1000.0
+            )
+    yield from gauges.values()
+    yield delivered
+    yield latency

@@ -40,7 +40,7 @@ from .clients import CALL_TIMEOUT_MS, new_consumer
 from .errors import DECODE_ERRORS, StuckPartitions, describe
 from .fetcher_fix import release_parked
 from .held import HeldRecords
-from .lanes import LaneGate, unread
+from .lanes import LaneGate, fetch_idle_partitions, unread
 from .membership import Membership
 from .monitor import GroupMonitor
 from .polled import offsets_by_partition, to_records
@@ -320,6 +320,8 @@ class KafkaSource:
         self.loop_at = time.monotonic()
         release_parked(consumer)  # see .fetcher_fix
         records = self._poll(consumer)
+        if self._urgent_topic and records:
+            fetch_idle_partitions(consumer)  # see .lanes
         # The round's one assignment step. The group's join, and so the listener's
         # assign, runs inside ``poll``; hence right after it, failed or not, so that
         # the partitions are sought before the next poll fetches from them. What this
