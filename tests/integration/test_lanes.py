@@ -44,10 +44,11 @@ def backlog(n: int, prefix: str = "b", users: int = 500) -> list[tuple[bytes, by
     return [notification(f"{prefix}-{i}", f"user-{i % users}", priority=0) for i in range(n)]
 
 
-def send_urgent(url: str, ids: list[str]) -> None:
+def send_urgent(url: str, ids: list[str], **extra: str) -> None:
     with httpx.Client(base_url=url, timeout=10) as client:
         for message_id in ids:
             document = {"id": message_id, "user_id": "vip", "title": "code", "priority": 3}
+            document.update(extra)
             response = client.post("/send", json=document)
             assert response.status_code == 202, response.text
 
@@ -98,6 +99,49 @@ def test_urgent_notifications_overtake_a_backlog(
     passed_by = [backlog_done_before(events, message_id, "b") for message_id in urgent]
     # Every urgent outcome comes before the backlog's last 80%.
     assert max(passed_by) < n * 0.2, passed_by
+
+
+def test_urgent_retries_come_back_ahead_of_the_backlog(
+    kafka_bootstrap: str, redis_addr: str, new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    topic = new_topic(2)
+    n = 6000
+    produce(kafka_bootstrap, topic, backlog(n))  # no provider named: fcm, apns or firebase
+    env = serve_env(
+        kafka_bootstrap,
+        redis_addr,
+        topic,
+        tmp_path,
+        "retries",
+        PROVIDER_APNS_SUCCESS_RATE="0.5",  # the urgent ones fail half their attempts
+        RETRY_ATTEMPTS="4",
+        RETRY_DELAY="100ms",
+        BREAKER_FAILURE_RATE="1",
+        **SLOW,
+    )
+    urgent = [f"r-{i}" for i in range(40)]
+    with ServeProcess(env, tmp_path / "serve.log") as process:
+        process.wait_ready()
+        wait_lines(Path(env["OUTCOME_LOG"]), 200, 60)
+        send_urgent(process.url, urgent, provider="apns")
+        wait_committed(kafka_bootstrap, env["CONSUMER_GROUP"], topic, 120)
+        wait_for(
+            lambda: {e["id"] for e in read_jsonl(Path(env["OUTCOME_LOG"]))} >= set(urgent),
+            60,
+            "an outcome for every urgent notification (some through the retry tiers)",
+            every_s=0.2,
+        )
+        process.signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+
+    events = outcomes_in_order(Path(env["OUTCOME_LOG"]))
+    finals = {e["id"]: e for e in events if e["id"].startswith("r-")}
+    assert set(finals) == set(urgent)
+    assert {e["event"] for e in finals.values()} <= {"delivered", "failed"}
+    assert max(e["attempts"] for e in finals.values()) > 1, "no urgent notification was retried"
+    for message_id in urgent:
+        # Retried through the delay topics, and still out before the backlog's last 20%.
+        assert backlog_done_before(events, message_id, "b") < n * 0.8, message_id
 
 
 def test_lanes_hold_across_a_rebalance_and_a_restart(

@@ -2,7 +2,7 @@
 
 Owned by the Kafka reader thread. A delay topic's partition is in due order (each
 topic has one delay, or the times of one cause), so only its head needs watching:
-while the head is not due the partition stays paused (see ``KafkaSource._hold_back``)
+while the head is not due the partition stays paused (see ``KafkaSource._set_pauses``)
 and what was read behind the head waits here, a poll's worth at most.
 """
 

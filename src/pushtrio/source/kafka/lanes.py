@@ -10,10 +10,12 @@ urgent record behind the main topic's backlog (measured on kafka-python 3.0.12: 
   :func:`fetch_idle_partitions` asks it to fetch the partitions that hold nothing,
   the urgent topic's among them, every round;
 - it returns buffered records in the order they were fetched, so while the urgent
-  topic has records poll has not returned (its **unread**: the high watermark of
-  its last fetch, parsed or still queued, minus the consumer's position; no network
-  call) the reader pauses the main topic's partitions, and kafka-python parks what it
-  fetched of them until they resume.
+  topic, or a delay topic whose head is due, has records poll has not returned (its
+  **unread**: the high watermark of its last fetch, parsed or still queued, minus
+  the consumer's position; no network call) the reader pauses the main topic's
+  partitions, and kafka-python parks what it fetched of them until they resume.
+  Delay topics count because they hold what is due now: an urgent retry must not
+  wait behind the backlog either.
 
 Starvation bound: the main topic is held at most ``HOLD_MAX_S`` at a time, then
 read for ``OPEN_S`` whatever the urgent lane holds, before it may be held again. Under

@@ -344,7 +344,7 @@ class KafkaSource:
         elif not self._all_paused:
             pending.clear()
             self.held.clear()
-            self._pause(consumer, True, urgent_too=True)
+            self._pause_all(consumer)
             self._all_paused = True
         return True
 
@@ -386,67 +386,65 @@ class KafkaSource:
         if pending:
             taken = trio.from_thread.run_sync(self._offer, pending, trio_token=token)
             pending = pending[taken:]
-        # The urgent lane's records waiting here hold back only the urgent topic (see
-        # _urgent_back_pressure); the others hold back the rest.
-        urgent = self._urgent_topic
-        want_pause = any(r.topic != urgent for r in pending) if urgent else bool(pending)
-        if want_pause != self.status.paused:
-            self._pause(consumer, want_pause)
-        elif not self.status.paused:
-            self._hold_back(consumer)
-        if self._urgent_topic:
-            self._urgent_back_pressure(consumer, pending)
+        self._set_pauses(consumer, pending)
         return pending
 
-    def _pause(self, consumer: Any, pause: bool, *, urgent_too: bool = False) -> None:
-        """Pause every partition (the workers are behind) or resume them.
+    def _set_pauses(self, consumer: Any, pending: list[Record]) -> None:
+        """Pause what must wait, resume the rest (a stuck partition is left to .errors).
 
-        The urgent topic keeps being fetched while the others wait (unless
-        ``urgent_too``): its records go first once there is room, and its high
-        watermarks stay current for the hold on the main topic (see .lanes). It has
-        a back-pressure of its own (:meth:`_urgent_back_pressure`).
+        - Back-pressure: records waiting here to be handed over hold back their lane.
+          With the urgent lane on, the urgent and delay topics (the **first** topics:
+          what is due now) have one of their own, once a batch of their records
+          waits; the main topic waits for any of its records. With it off, every
+          partition waits for any record.
+        - A delay-topic partition whose head is not due waits (see .held).
+        - The main topic waits while a first topic has records not polled yet, at
+          most HOLD_MAX_S at a time (see .lanes).
         """
-        partitions = list(consumer.assignment())
-        if pause:
-            consumer.pause(
-                *(tp for tp in partitions if urgent_too or tp.topic != self._urgent_topic)
-            )
-        else:
-            consumer.resume(
-                *(tp for tp in partitions if (tp.topic, tp.partition) not in self.stuck)
-            )
-            self._hold_back(consumer)
-        self.status.paused = pause
-        log.debug("partitions %s", "paused" if pause else "resumed")
-
-    def _urgent_back_pressure(self, consumer: Any, pending: list[Record]) -> None:
-        """Pause the urgent topic while a batch of its records waits to be handed over."""
         urgent = self._urgent_topic
-        partitions = [tp for tp in consumer.assignment() if tp.topic == urgent]
-        if sum(1 for record in pending if record.topic == urgent) >= self.batch_size:
-            consumer.pause(*partitions)
-        else:
-            stuck = self.stuck
-            consumer.resume(*(tp for tp in partitions if (tp.topic, tp.partition) not in stuck))
+        first = self.held.topics | {urgent} if urgent else frozenset()
+        first_waiting = sum(1 for record in pending if record.topic in first)
+        main_blocked = first_waiting < len(pending)
+        first_blocked = first_waiting >= self.batch_size if urgent else main_blocked
+        stuck = self.stuck
+        held = self.held
+        hold: set[Any] = set()
+        main: list[Any] = []
+        open_first: list[Any] = []
+        for tp in consumer.assignment():
+            if (tp.topic, tp.partition) in stuck:
+                continue
+            if tp.topic in held.topics and held.waiting(tp.topic, tp.partition):
+                hold.add(tp)
+            elif tp.topic in first:
+                if first_blocked:
+                    hold.add(tp)
+                else:
+                    open_first.append(tp)
+            else:
+                if main_blocked:
+                    hold.add(tp)
+                if tp.topic == self._topic:
+                    main.append(tp)
+        if urgent:
+            self._unread = {
+                MAIN: unread(consumer, main),
+                URGENT: unread(consumer, (tp for tp in open_first if tp.topic == urgent)),
+            }
+            if not main_blocked and self.lanes.hold_main(unread(consumer, open_first)):
+                hold.update(main)
+        paused = {tp for tp in consumer.paused() if (tp.topic, tp.partition) not in stuck}
+        if hold - paused:
+            consumer.pause(*(hold - paused))
+        if paused - hold:
+            consumer.resume(*(paused - hold))
+        if main_blocked != self.status.paused:
+            log.debug("main lane %s", "paused" if main_blocked else "resumed")
+        self.status.paused = main_blocked
 
-    def _hold_back(self, consumer: Any) -> None:
-        """Pause the delay-topic partitions whose head is not due, and the main topic's
-        while the urgent lane has records not polled yet (see .lanes); resume the others."""
-        assigned = consumer.assignment()
-        waiting = {tp for tp in assigned if self.held.waiting(tp.topic, tp.partition)}
-        if self._urgent_topic:
-            main = [tp for tp in assigned if tp.topic == self._topic]
-            urgent = unread(consumer, (tp for tp in assigned if tp.topic == self._urgent_topic))
-            self._unread = {MAIN: unread(consumer, main), URGENT: urgent}
-            if self.lanes.hold_main(urgent):
-                waiting.update(main)
-        held_back = self.held.topics | {self._topic}
-        paused = {tp for tp in consumer.paused() if tp.topic in held_back}
-        if waiting - paused:
-            consumer.pause(*(waiting - paused))
-        due = [tp for tp in paused - waiting if (tp.topic, tp.partition) not in self.stuck]
-        if due:
-            consumer.resume(*due)
+    def _pause_all(self, consumer: Any) -> None:
+        consumer.pause(*consumer.assignment())
+        self.status.paused = True
 
     def _commit(self, consumer: Any) -> None:
         assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
