@@ -120,7 +120,7 @@ def make_handles(
 
     async def nothing_to_replay(chosen: ReplayFilter) -> ReplayReport:
         await trio.lowlevel.checkpoint()
-        return ReplayReport("notifications.dlq", options.topic, dry_run=chosen.dry_run)
+        return ReplayReport("notifications.dlq", options.lanes.main, dry_run=chosen.dry_run)
 
     return AppHandles(
         options=options,
