@@ -427,11 +427,10 @@ class KafkaSource:
                 if tp.topic == self._topic:
                     main.append(tp)
         if urgent:
-            self._unread = {
-                MAIN: unread(consumer, main),
-                URGENT: unread(consumer, (tp for tp in open_first if tp.topic == urgent)),
-            }
-            if not main_blocked and self.lanes.hold_main(unread(consumer, open_first)):
+            urgent_unread = unread(consumer, (tp for tp in open_first if tp.topic == urgent))
+            due_unread = unread(consumer, (tp for tp in open_first if tp.topic != urgent))
+            self._unread = {MAIN: unread(consumer, main), URGENT: urgent_unread}
+            if not main_blocked and self.lanes.hold_main(urgent_unread + due_unread):
                 hold.update(main)
         paused = {tp for tp in consumer.paused() if (tp.topic, tp.partition) not in stuck}
         if hold - paused:
